@@ -1,0 +1,211 @@
+import { existsSync, writeFileSync } from 'node:fs';
+import { resolve } from 'node:path';
+import { Command, Option } from 'commander';
+import { ConfigError } from '../errors/oauth-error.ts';
+import { loadKek } from '../keys/kek.ts';
+import { isPublished, KeyManager } from '../keys/manager.ts';
+import { systemClock } from '../lib/clock.ts';
+import { starterConfig } from '../config/starter.ts';
+import type { RevocationKind } from '../storage/ports.ts';
+
+/** Lazy import keeps `portcullis --help` fast and avoids an import cycle with main.ts. */
+const main = () => import('../main.ts');
+
+function fail(e: unknown): never {
+  if (e instanceof ConfigError) {
+    process.stderr.write(`portcullis: invalid configuration\n${e.problems.map((p) => `  ${p}`).join('\n')}\n`);
+    process.exit(2);
+  }
+  process.stderr.write(`portcullis: ${e instanceof Error ? e.message : String(e)}\n`);
+  process.exit(1);
+}
+
+async function withStorage<T>(configPath: string | undefined, fn: (a: Awaited<ReturnType<typeof open>>) => Promise<T>): Promise<T> {
+  const s = await open(configPath);
+  try {
+    return await fn(s);
+  } finally {
+    await s.storage.close();
+  }
+}
+
+async function open(configPath: string | undefined) {
+  const m = await main();
+  const { config } = m.loadConfig(configPath);
+  const { storage, applied } = await m.openMigrated(config, systemClock);
+  return { config, storage, applied, m };
+}
+
+export async function runCli(argv: string[]): Promise<void> {
+  const program = new Command('portcullis')
+    .description('OAuth 2.1 / OpenID Connect authorization server and API gateway')
+    .showHelpAfterError()
+    .exitOverride((err) => {
+      process.exit(err.exitCode);
+    });
+  const configOpt = () => new Option('-c, --config <file>', 'configuration file (YAML or JSON); omit for the demo');
+
+  program
+    .command('start')
+    .description('run the authorization server (demo on ./data when no --config is given)')
+    .addOption(configOpt())
+    .action(async (o: { config?: string }) => {
+      try {
+        const m = await main();
+        const { config, demo } = m.loadConfig(o.config);
+        const log = m.createLogger(config);
+        const server = await m.startServer(config, { demo, log });
+        const stop = (signal: string) => {
+          log.info({ signal }, 'shutting down: draining in-flight requests');
+          server
+            .close()
+            .then(() => {
+              log.info('stopped');
+              process.exit(0);
+            })
+            .catch((err) => {
+              log.error({ err }, 'shutdown failed');
+              process.exit(1);
+            });
+        };
+        process.once('SIGTERM', () => stop('SIGTERM'));
+        process.once('SIGINT', () => stop('SIGINT'));
+      } catch (e) {
+        fail(e);
+      }
+    });
+
+  program
+    .command('init')
+    .description('write a commented starter configuration file and a key-encryption key file')
+    .option('-o, --output <file>', 'where to write the configuration', 'portcullis.yaml')
+    .option('--force', 'overwrite an existing file')
+    .action((o: { output: string; force?: boolean }) => {
+      try {
+        const out = resolve(o.output);
+        if (existsSync(out) && !o.force) throw new Error(`${out} exists; use --force to overwrite`);
+        const { text, clientSecret } = starterConfig();
+        writeFileSync(out, text, { mode: 0o600 });
+        const kek = loadKek(resolve(out, '..', 'data/kek'), { create: true });
+        process.stdout.write(
+          `wrote ${out}\nkey-encryption key: ${kek.source}\nclient example-service secret: ${clientSecret}\nstart with: npm start -- --config ${o.output}\n`,
+        );
+      } catch (e) {
+        fail(e);
+      }
+    });
+
+  program
+    .command('migrate')
+    .description('apply pending storage migrations')
+    .addOption(configOpt())
+    .action(async (o: { config?: string }) => {
+      try {
+        const applied = await withStorage(o.config, async (s) => s.applied);
+        process.stdout.write(applied.length ? `applied: ${applied.join(', ')}\n` : 'storage is up to date\n');
+      } catch (e) {
+        fail(e);
+      }
+    });
+
+  const keys = program.command('keys').description('signing keys');
+  keys
+    .command('list')
+    .addOption(configOpt())
+    .option('--json', 'machine-readable output')
+    .action(async (o: { config?: string; json?: boolean }) => {
+      try {
+        await withStorage(o.config, async ({ storage }) => {
+          const list = await storage.keys.list();
+          const now = Date.now();
+          if (o.json) {
+            process.stdout.write(`${JSON.stringify(list.map(({ private_enc: _p, ...k }) => ({ ...k, published: isPublished({ ...k, private_enc: "" }, now) })), null, 2)}\n`);
+            return;
+          }
+          const iso = (t: number | null) => (t === null ? '-' : new Date(t).toISOString());
+          process.stdout.write('kid                                          alg    state     published  activates                 retire_at\n');
+          for (const k of list)
+            process.stdout.write(
+              `${k.kid.padEnd(44)} ${k.alg.padEnd(6)} ${k.state.padEnd(9)} ${String(isPublished(k, now)).padEnd(10)} ${iso(k.activates_at).padEnd(25)} ${iso(k.retire_at)}\n`,
+            );
+        });
+      } catch (e) {
+        fail(e);
+      }
+    });
+  keys
+    .command('rotate')
+    .description('publish a new signing key (it signs after one JWKS max-age); --emergency: sign with it now and revoke the current key')
+    .addOption(configOpt())
+    .option('--emergency', 'the new key signs at once; tokens signed by the current key are rejected from now on')
+    .option('--reason <text>', 'recorded in the key.revoked event')
+    .action(async (o: { config?: string; emergency?: boolean; reason?: string }) => {
+      try {
+        await withStorage(o.config, async ({ config, storage, m }) => {
+          const kek = loadKek(config.keys.kek_file, { create: false });
+          const km = new KeyManager(storage, kek, m.keyPolicy(config), systemClock);
+          const r = await km.rotate({ emergency: !!o.emergency, actor: 'cli', reason: o.reason });
+          if (o.emergency)
+            process.stdout.write(`new key ${r.created.kid} signs now${r.revoked ? `; revoked ${r.revoked}` : ''}\n`);
+          else process.stdout.write(`key ${r.created.kid} is published and signs from ${new Date(r.created.activates_at).toISOString()}\n`);
+        });
+      } catch (e) {
+        fail(e);
+      }
+    });
+
+  const clients = program.command('clients').description('OAuth clients');
+  clients
+    .command('list')
+    .addOption(configOpt())
+    .option('--json', 'machine-readable output')
+    .action(async (o: { config?: string; json?: boolean }) => {
+      try {
+        await withStorage(o.config, async ({ storage }) => {
+          const list = (await storage.clients.list()).map(({ secret_hash: _s, ...c }) => c);
+          if (o.json) process.stdout.write(`${JSON.stringify(list, null, 2)}\n`);
+          else for (const c of list) process.stdout.write(`${c.client_id}\t${c.token_endpoint_auth_method}\t${c.grant_types.join(',')}\t${c.scope}\t${c.disabled ? 'disabled' : 'enabled'}\t${c.source}\n`);
+        });
+      } catch (e) {
+        fail(e);
+      }
+    });
+
+  program
+    .command('revoke')
+    .description('revoke tokens: one (--jti), all of a client (--client), all of a subject (--subject)')
+    .addOption(configOpt())
+    .option('--jti <jti>')
+    .option('--client <client_id>')
+    .option('--subject <sub>')
+    .option('--reason <text>', 'recorded with the revocation', 'revoked by an administrator')
+    .action(async (o: { config?: string; jti?: string; client?: string; subject?: string; reason: string }) => {
+      try {
+        const targets = (['jti', 'client', 'subject'] as const).filter((k) => o[k] !== undefined);
+        if (targets.length !== 1) throw new Error('give exactly one of --jti, --client, --subject');
+        const kind = targets[0] as RevocationKind;
+        const value = o[targets[0] as 'jti'] as string;
+        await withStorage(o.config, async ({ config, storage, m }) => {
+          const now = Date.now();
+          const maxLife = m.keyPolicy(config).maxTokenLifetime * 1000;
+          await storage.withTransaction(async (tx) => {
+            await tx.revocations.add({ kind, value, revoked_at: now, expires_at: now + maxLife, reason: o.reason });
+            await tx.events.append({
+              type: 'token.revoked',
+              at: now,
+              actor: 'cli',
+              jti: kind === 'jti' ? value : null,
+              client_id: kind === 'client' ? value : null,
+              subject: kind === 'subject' ? value : null,
+              data: { by: kind, reason: o.reason },
+            });
+          });
+          process.stdout.write(`revoked ${kind} ${value}\n`);
+        });
+      } catch (e) {
+        fail(e);
+      }
+    });
+
+  await program.parseAsync(argv);
+}

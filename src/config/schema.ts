@@ -1,0 +1,144 @@
+import { z } from 'zod';
+import { parseDuration } from '../lib/duration.ts';
+
+/** A duration in seconds, written as a number of seconds or "90s", "10m", "12h", "30d". */
+const duration = (def: string | number) =>
+  z
+    .union([z.number(), z.string()])
+    .default(def)
+    .transform((v, ctx) => {
+      const s = parseDuration(v);
+      if (s === undefined) {
+        ctx.addIssue({ code: 'custom', message: `"${v}" is not a duration (use seconds or e.g. 90s, 10m, 12h, 30d)` });
+        return z.NEVER;
+      }
+      return s;
+    });
+
+export const SIGNING_ALGORITHMS = ['ES256', 'EdDSA', 'PS256', 'RS256'] as const;
+export type SigningAlgorithm = (typeof SIGNING_ALGORITHMS)[number];
+
+export const AUTH_METHODS = ['client_secret_basic', 'client_secret_post', 'private_key_jwt', 'none'] as const;
+export type AuthMethod = (typeof AUTH_METHODS)[number];
+
+/** Grants that exist in Portcullis. password and implicit never exist (OAuth 2.1). */
+export const GRANT_TYPES = ['client_credentials', 'authorization_code', 'refresh_token', 'urn:ietf:params:oauth:grant-type:device_code'] as const;
+
+/** Algorithms accepted on client assertions (RFC 7523); none and HMAC are never accepted. */
+export const ASSERTION_ALGORITHMS = ['ES256', 'ES384', 'ES512', 'EdDSA', 'PS256', 'PS384', 'PS512', 'RS256', 'RS384', 'RS512'] as const;
+
+const scopeToken = /^[\x21\x23-\x5B\x5D-\x7E]+$/; // RFC 6749 §3.3 scope-token
+
+const jwk = z.record(z.string(), z.unknown());
+
+export const resourceSchema = z.strictObject({
+  identifier: z.url({ message: 'must be an absolute URI (RFC 8707 §2)' }).refine((v) => !v.includes('#'), {
+    message: 'must not contain a fragment (RFC 8707 §2)',
+  }),
+  name: z.string().optional(),
+  scopes: z.array(z.string().regex(scopeToken, 'is not a valid scope token (RFC 6749 §3.3)')).default([]),
+  /** Human descriptions of scopes, shown on consent pages. */
+  scope_descriptions: z.record(z.string(), z.string()).default({}),
+  /** Access token lifetime for this resource; defaults to tokens.access_token_ttl. */
+  access_token_ttl: duration(0).optional(),
+});
+
+export const clientSchema = z.strictObject({
+  client_id: z.string().min(1).max(128).regex(/^[\x21-\x7E]+$/, 'must be printable ASCII without spaces'),
+  client_name: z.string().optional(),
+  client_secret: z.string().min(16, 'must be at least 16 characters (use `portcullis init` to generate one)').optional(),
+  token_endpoint_auth_method: z.enum(AUTH_METHODS).default('client_secret_basic'),
+  token_endpoint_auth_signing_alg: z.enum(ASSERTION_ALGORITHMS).optional(),
+  grant_types: z
+    .array(z.string())
+    .default(['client_credentials'])
+    .superRefine((grants, ctx) => {
+      for (const g of grants) {
+        if (g === 'password' || g === 'implicit')
+          ctx.addIssue({ code: 'custom', message: `"${g}" is not supported: OAuth 2.1 removed it` });
+        else if (!(GRANT_TYPES as readonly string[]).includes(g))
+          ctx.addIssue({ code: 'custom', message: `"${g}" is not a known grant type (${GRANT_TYPES.join(', ')})` });
+      }
+    }),
+  redirect_uris: z.array(z.url()).default([]),
+  response_types: z.array(z.string()).optional(),
+  scope: z.string().default(''),
+  jwks: z.strictObject({ keys: z.array(jwk) }).optional(),
+  jwks_uri: z.url().optional(),
+  resources: z.array(z.string()).optional(),
+  disabled: z.boolean().default(false),
+});
+
+export const userSchema = z.strictObject({
+  username: z.string().min(1).max(256),
+  password: z.string().min(1).optional(),
+  email: z.string().optional(),
+  name: z.string().optional(),
+  disabled: z.boolean().default(false),
+});
+
+export const configSchema = z.strictObject({
+  issuer: z
+    .url()
+    .refine((v) => !v.includes('?') && !v.includes('#'), { message: 'must not contain a query or fragment (RFC 8414 §2)' })
+    .optional(),
+  listen: z
+    .strictObject({
+      host: z.string().default('127.0.0.1'),
+      port: z.number().int().min(0).max(65535).default(9000),
+    })
+    .prefault({}),
+  storage: z
+    .strictObject({
+      url: z
+        .string()
+        .default('sqlite:./data/portcullis.db')
+        .refine((v) => v.startsWith('sqlite:') || v.startsWith('postgres://') || v.startsWith('postgresql://'), {
+          message: 'must start with sqlite: or postgres://',
+        }),
+      /** Longest time a token event may wait for its group commit, in milliseconds. */
+      group_commit_ms: z.number().int().min(0).max(50).default(2),
+    })
+    .prefault({}),
+  keys: z
+    .strictObject({
+      algorithm: z.enum(SIGNING_ALGORITHMS).default('ES256'),
+      rotation_period: duration('30d'),
+      jwks_max_age: duration('10m'),
+      /** Where the key-encryption key lives when PORTCULLIS_KEK is not set. Created 0600 on first start. */
+      kek_file: z.string().default('./data/kek'),
+    })
+    .prefault({}),
+  tokens: z
+    .strictObject({
+      access_token_ttl: duration('10m'),
+      /** Tolerance for clocks of clients signing assertions. */
+      clock_skew: duration('30s'),
+      /** Longest lifetime (exp - iat) accepted on a private_key_jwt client assertion. */
+      client_assertion_max_lifetime: duration('5m'),
+    })
+    .prefault({}),
+  limits: z
+    .strictObject({
+      body_bytes: z.number().int().min(256).max(1048576).default(16384),
+      parameter_bytes: z.number().int().min(64).max(65536).default(4096),
+    })
+    .prefault({}),
+  log: z
+    .strictObject({
+      level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+    })
+    .prefault({}),
+  resources: z.array(resourceSchema).default([]),
+  clients: z.array(clientSchema).default([]),
+  users: z.array(userSchema).default([]),
+});
+
+export type ConfigInput = z.input<typeof configSchema>;
+export type ParsedConfig = z.output<typeof configSchema>;
+export type ResourceConfig = z.output<typeof resourceSchema>;
+export type ClientConfig = z.output<typeof clientSchema>;
+export type UserConfig = z.output<typeof userSchema>;
+
+/** The validated configuration with the issuer resolved. Deep-frozen once loaded. */
+export type Config = Readonly<ParsedConfig & { issuer: string }>;

@@ -1,0 +1,47 @@
+/**
+ * The event catalogue. Every security-relevant action produces exactly one of these, written in the same
+ * transaction as the state change it describes. Names are entity.action. docs/events.md documents each.
+ */
+export const EVENT_TYPES = [
+  'token.issued',
+  'token.failed',
+  'token.revoked',
+  'token.introspected',
+  'client_auth.failed',
+  'client_assertion.replayed',
+  'client.created',
+  'client.updated',
+  'client.deleted',
+  'user.created',
+  'user.updated',
+  'key.created',
+  'key.activated',
+  'key.retired',
+  'key.revoked',
+  'config.applied',
+  'storage.migrated',
+  'server.started',
+  'server.stopped',
+] as const;
+
+export type EventType = (typeof EVENT_TYPES)[number];
+
+export interface SecurityEvent {
+  type: EventType;
+  /** Milliseconds since the epoch, from the injectable clock. */
+  at: number;
+  client_id?: string | null;
+  /** The subject (user id, or the client id for client_credentials). */
+  subject?: string | null;
+  jti?: string | null;
+  grant_id?: string | null;
+  /** Correlates the event with the HTTP request that caused it (also in logs). */
+  request_id?: string | null;
+  /** The actor that caused an administrative change: "config", "cli", "scheduler", a client id… */
+  actor?: string | null;
+  data: Record<string, unknown>;
+}
+
+export interface StoredEvent extends SecurityEvent {
+  id: number;
+}

@@ -1,0 +1,156 @@
+import Fastify, { LogController, type FastifyReply, type FastifyRequest } from 'fastify';
+import { InvalidRequest, OAuthError, ServerError, toErrorResponse } from '../errors/oauth-error.ts';
+import { randomId } from '../lib/crypto.ts';
+import type { OffsetClock } from '../lib/clock.ts';
+import type { ClientAuthInput } from '../oauth/client-auth/authenticate.ts';
+import type { OAuthContext, RequestMeta } from '../oauth/context.ts';
+import { discoveryDocument, PATHS } from '../oauth/endpoints/discovery.ts';
+import { introspectionEndpoint } from '../oauth/endpoints/introspect.ts';
+import { revocationEndpoint } from '../oauth/endpoints/revoke.ts';
+import { tokenEndpoint } from '../oauth/endpoints/token.ts';
+import { NOT_FORM, parseForm, type RawBody } from './form.ts';
+import type { HttpMetrics } from './metrics.ts';
+
+export interface AppOptions {
+  ctx: OAuthContext;
+  metrics: HttpMetrics;
+  /** Readiness: storage reachable and a key can sign. */
+  ready: () => Promise<boolean>;
+  /** Present only when PORTCULLIS_TEST_CLOCK=1: lets black-box tests move time. */
+  testClock?: { clock: OffsetClock; onAdvance: () => Promise<unknown> };
+}
+
+const SECURITY_HEADERS = {
+  'x-content-type-options': 'nosniff',
+  'referrer-policy': 'no-referrer',
+  'content-security-policy': "default-src 'none'; frame-ancestors 'none'",
+  'x-frame-options': 'DENY',
+};
+
+function meta(req: FastifyRequest): RequestMeta {
+  return { requestId: String(req.id), ip: req.ip, userAgent: req.headers['user-agent'] };
+}
+
+/** The form parameters, or invalid_request when the body was not a form (RFC 6749 §3.2: form-encoded only). */
+function formInput(req: FastifyRequest): ClientAuthInput {
+  const body = req.body as Record<string, string> | RawBody | undefined;
+  if (body === undefined || body === null) {
+    if (req.headers['content-length'] === undefined || req.headers['content-length'] === '0')
+      return { authorization: req.headers.authorization, params: Object.create(null) };
+  }
+  if (!body || (body as RawBody)[NOT_FORM]) throw new InvalidRequest('the request body must be application/x-www-form-urlencoded');
+  return { authorization: req.headers.authorization, params: body as Record<string, string> };
+}
+
+function sendError(reply: FastifyReply, err: OAuthError): FastifyReply {
+  const { status, headers, body } = toErrorResponse(err);
+  return reply.code(status).headers({ 'cache-control': 'no-store', pragma: 'no-cache', ...headers }).send(body);
+}
+
+export async function buildApp(opts: AppOptions) {
+  const { ctx, metrics } = opts;
+  const { limits } = ctx.config;
+  const app = Fastify({
+    loggerInstance: ctx.log,
+    logController: new LogController({ disableRequestLogging: true }),
+    bodyLimit: limits.body_bytes,
+    genReqId: () => randomId(),
+    trustProxy: false,
+    return503OnClosing: true,
+    // Bounded, boring parsing: no prototype poisoning, no huge URLs.
+    routerOptions: { ignoreTrailingSlash: false, maxParamLength: 200 },
+  });
+
+  app.removeAllContentTypeParsers();
+  app.addContentTypeParser('application/x-www-form-urlencoded', { parseAs: 'string' }, (_req, body, done) => {
+    try {
+      done(null, parseForm(body as string, limits.parameter_bytes));
+    } catch (e) {
+      done(e as Error, undefined);
+    }
+  });
+  app.addContentTypeParser('*', { parseAs: 'string' }, (req, body, done) => {
+    done(null, { [NOT_FORM]: true, raw: body as string, contentType: req.headers['content-type'] } satisfies RawBody);
+  });
+
+  app.addHook('onRequest', async (req, reply) => {
+    reply.headers(SECURITY_HEADERS);
+    reply.header('x-request-id', req.id);
+  });
+  app.addHook('onResponse', async (req, reply) => {
+    metrics.observeRequest(req.routeOptions.url ?? 'unmatched', req.method, reply.statusCode, reply.elapsedTime / 1000);
+  });
+
+  app.setErrorHandler((err, req, reply) => {
+    if (err instanceof OAuthError) return sendError(reply, err);
+    const e = err as { code?: string; statusCode?: number; message?: string };
+    if (e.code === 'FST_ERR_CTP_BODY_TOO_LARGE')
+      return sendError(reply, new OAuthError('invalid_request', 413, `the request body exceeds ${limits.body_bytes} bytes`));
+    if (typeof e.statusCode === 'number' && e.statusCode >= 400 && e.statusCode < 500)
+      return sendError(reply, new OAuthError('invalid_request', e.statusCode, 'the request is malformed'));
+    req.log.error({ err, request_id: req.id }, 'unhandled error');
+    return sendError(reply, new ServerError());
+  });
+  app.setNotFoundHandler((_req, reply) => {
+    reply.code(404).header('cache-control', 'no-store').send({ error: 'not_found', error_description: 'no such endpoint' });
+  });
+
+  const tokenHeaders = { 'cache-control': 'no-store', pragma: 'no-cache' };
+
+  // Every endpoint first brings keys, revocations and clients up to date with other processes' writes (cheap:
+  // a PRAGMA on SQLite; PostgreSQL nodes follow by polling and, later, LISTEN/NOTIFY).
+  app.post(PATHS.token, async (req, reply) => {
+    await ctx.refresh();
+    const res = await tokenEndpoint(ctx, formInput(req), meta(req));
+    return reply.headers(tokenHeaders).send(res);
+  });
+  app.post(PATHS.introspect, async (req, reply) => {
+    const res = await introspectionEndpoint(ctx, formInput(req), meta(req));
+    return reply.headers(tokenHeaders).send(res);
+  });
+  app.post(PATHS.revoke, async (req, reply) => {
+    await ctx.refresh();
+    await revocationEndpoint(ctx, formInput(req), meta(req));
+    return reply.headers(tokenHeaders).send();
+  });
+
+  const publicCache = (reply: FastifyReply, maxAge: number) =>
+    reply.header('cache-control', `public, max-age=${maxAge}`).header('access-control-allow-origin', '*');
+  const metadata = async (_req: FastifyRequest, reply: FastifyReply) => publicCache(reply, 300).send(discoveryDocument(ctx));
+  app.get('/.well-known/openid-configuration', metadata);
+  app.get('/.well-known/oauth-authorization-server', metadata);
+  app.get(PATHS.jwks, async (_req, reply) => {
+    await ctx.refresh();
+    return publicCache(reply, ctx.config.keys.jwks_max_age).type('application/jwk-set+json').send(ctx.keys.jwks());
+  });
+
+  app.get('/healthz', async (_req, reply) => reply.header('cache-control', 'no-store').send({ status: 'ok' }));
+  app.get('/readyz', async (_req, reply) => {
+    const ok = await opts.ready().catch(() => false);
+    return reply.code(ok ? 200 : 503).header('cache-control', 'no-store').send({ status: ok ? 'ready' : 'not_ready' });
+  });
+  app.get('/metrics', async (_req, reply) =>
+    reply.header('cache-control', 'no-store').type(metrics.registry.contentType).send(await metrics.registry.metrics()),
+  );
+
+  if (opts.testClock) {
+    const tc = opts.testClock;
+    app.post('/__test__/clock', async (req, reply) => {
+      const body = req.body as RawBody | Record<string, string> | undefined;
+      let advance: unknown;
+      if (body && (body as RawBody)[NOT_FORM]) {
+        try {
+          advance = JSON.parse((body as RawBody).raw).advance_seconds;
+        } catch {
+          throw new InvalidRequest('body must be JSON {"advance_seconds": N}');
+        }
+      } else advance = (body as Record<string, string> | undefined)?.advance_seconds;
+      const seconds = Number(advance ?? 0);
+      if (!Number.isFinite(seconds) || seconds < 0) throw new InvalidRequest('advance_seconds must be a non-negative number');
+      tc.clock.advance(seconds * 1000);
+      const changes = await tc.onAdvance();
+      return reply.header('cache-control', 'no-store').send({ now_ms: tc.clock.nowMs(), key_changes: changes });
+    });
+  }
+  return app;
+}

@@ -1,0 +1,44 @@
+import { InvalidRequest, InvalidTarget } from '../errors/oauth-error.ts';
+
+/** Marker for a body that was not application/x-www-form-urlencoded. */
+export const NOT_FORM = Symbol('not-form');
+
+export interface RawBody {
+  [NOT_FORM]: true;
+  raw: string;
+  contentType: string | undefined;
+}
+
+/**
+ * Parses application/x-www-form-urlencoded strictly: every parameter at most once (RFC 6749 §3.1/§3.2 "parameters
+ * MUST NOT be included more than once"; a repeated resource is refused as invalid_target since we issue one audience
+ * per token), bounded parameter size, valid percent-encoding and UTF-8.
+ */
+export function parseForm(body: string, maxParamBytes: number): Record<string, string> {
+  const out: Record<string, string> = Object.create(null);
+  if (body.length === 0) return out;
+  for (const pair of body.split('&')) {
+    if (pair === '') continue;
+    const eq = pair.indexOf('=');
+    const rawKey = eq === -1 ? pair : pair.slice(0, eq);
+    const rawVal = eq === -1 ? '' : pair.slice(eq + 1);
+    if (rawKey.length > 256 || rawVal.length > maxParamBytes * 3) throw new InvalidRequest(`parameter exceeds ${maxParamBytes} bytes`);
+    let key: string;
+    let val: string;
+    try {
+      key = decodeURIComponent(rawKey.replace(/\+/g, ' '));
+      val = decodeURIComponent(rawVal.replace(/\+/g, ' '));
+    } catch {
+      throw new InvalidRequest('malformed percent-encoding in the form body');
+    }
+    if (Buffer.byteLength(val) > maxParamBytes) throw new InvalidRequest(`parameter ${key.slice(0, 40)} exceeds ${maxParamBytes} bytes`);
+    if (key in out) {
+      if (key === 'resource') throw new InvalidTarget('request a token for one resource at a time');
+      throw new InvalidRequest(`parameter ${key.slice(0, 40)} is repeated`);
+    }
+    // RFC 6749 §3.1: parameters sent without a value are treated as omitted.
+    if (val === '') continue;
+    out[key] = val;
+  }
+  return out;
+}

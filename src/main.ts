@@ -1,0 +1,259 @@
+import { randomBytes } from 'node:crypto';
+import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { dirname, resolve } from 'node:path';
+import pino, { type Logger } from 'pino';
+import { runCli } from './cli/index.ts';
+import { buildConfig, loadConfigFile } from './config/load.ts';
+import { configFingerprint, reconcileConfig } from './config/reconcile.ts';
+import type { Config } from './config/schema.ts';
+import { DEMO_CLIENT_ID, DEMO_CONFIG, DEMO_RESOURCE } from './config/starter.ts';
+import { buildApp } from './http/app.ts';
+import { createMetrics } from './http/metrics.ts';
+import { loadKek } from './keys/kek.ts';
+import { type KeyPolicy, KeyManager } from './keys/manager.ts';
+import { type Clock, OffsetClock, systemClock } from './lib/clock.ts';
+import { hashClientSecret } from './oauth/client-auth/client-secret.ts';
+import { CachedClientRegistry, type OAuthContext } from './oauth/context.ts';
+import { RevocationSet } from './oauth/revocation-set.ts';
+import { GroupCommitter } from './storage/group-commit.ts';
+import type { Storage } from './storage/ports.ts';
+import { openStorage } from './storage/sql/sql-storage.ts';
+
+export function createLogger(config: Pick<Config, 'log'>): Logger {
+  return pino({
+    level: config.log.level,
+    base: { service: 'portcullis' },
+    // Defence in depth: nothing we log should carry these, and if it ever does they are blanked.
+    redact: {
+      paths: [
+        'req.headers.authorization',
+        'req.headers.cookie',
+        '*.client_secret',
+        '*.password',
+        '*.access_token',
+        '*.refresh_token',
+        '*.token',
+        '*.client_assertion',
+        'client_secret',
+        'password',
+        'access_token',
+        'token',
+      ],
+      censor: '[redacted]',
+    },
+  });
+}
+
+/** The longest lifetime of any token a signing key signs, plus skew: how long a retired key stays published. */
+export function keyPolicy(config: Config): KeyPolicy {
+  const ttls = [config.tokens.access_token_ttl, ...config.resources.map((r) => r.access_token_ttl ?? 0)];
+  return {
+    algorithm: config.keys.algorithm,
+    rotationPeriod: config.keys.rotation_period,
+    jwksMaxAge: config.keys.jwks_max_age,
+    maxTokenLifetime: Math.max(...ttls) + config.tokens.clock_skew,
+  };
+}
+
+/** Loads the file, or the demo configuration when no file is given. */
+export function loadConfig(path: string | undefined): { config: Config; demo: boolean } {
+  if (path) return { config: loadConfigFile(path), demo: false };
+  return { config: buildConfig(DEMO_CONFIG), demo: true };
+}
+
+/** Opens storage and applies migrations (with their event). */
+export async function openMigrated(config: Config, clock: Clock): Promise<{ storage: Storage; applied: string[] }> {
+  const storage = openStorage(config.storage.url);
+  const applied = await storage.migrate();
+  if (applied.length)
+    await storage.events.append({ type: 'storage.migrated', at: clock.nowMs(), actor: 'startup', data: { applied } });
+  return { storage, applied };
+}
+
+/**
+ * The demo client: created once, its secret kept (0600) beside the database so every start can print the same
+ * working curl. Only demo mode does this; configured clients' secrets are never stored in the clear.
+ */
+async function ensureDemoClient(storage: Storage, clock: Clock, dataDir: string): Promise<{ clientId: string; secret: string }> {
+  const file = resolve(dataDir, 'demo-client.json');
+  const existing = await storage.clients.get(DEMO_CLIENT_ID);
+  if (existing && existsSync(file)) {
+    const saved = JSON.parse(readFileSync(file, 'utf8')) as { client_secret: string };
+    return { clientId: DEMO_CLIENT_ID, secret: saved.client_secret };
+  }
+  const secret = randomBytes(32).toString('base64url');
+  const now = clock.nowMs();
+  await storage.withTransaction(async (tx) => {
+    await tx.clients.upsert({
+      client_id: DEMO_CLIENT_ID,
+      client_name: 'Demo client',
+      secret_hash: hashClientSecret(secret),
+      token_endpoint_auth_method: 'client_secret_basic',
+      token_endpoint_auth_signing_alg: null,
+      grant_types: ['client_credentials'],
+      redirect_uris: [],
+      scope: 'demo:read demo:write',
+      resources: [DEMO_RESOURCE],
+      jwks: null,
+      jwks_uri: null,
+      disabled: false,
+      source: 'demo',
+      created_at: existing?.created_at ?? now,
+      updated_at: now,
+    });
+    await tx.events.append({
+      type: existing ? 'client.updated' : 'client.created',
+      at: now,
+      client_id: DEMO_CLIENT_ID,
+      actor: 'demo',
+      data: { auth_method: 'client_secret_basic', grant_types: ['client_credentials'], scope: 'demo:read demo:write' },
+    });
+  });
+  mkdirSync(dataDir, { recursive: true });
+  writeFileSync(file, JSON.stringify({ client_id: DEMO_CLIENT_ID, client_secret: secret }), { mode: 0o600 });
+  chmodSync(file, 0o600);
+  return { clientId: DEMO_CLIENT_ID, secret };
+}
+
+export interface RunningServer {
+  url: string;
+  ctx: OAuthContext;
+  close(): Promise<void>;
+}
+
+/** Wiring: config -> storage -> keys -> services -> HTTP -> listen. */
+export async function startServer(config: Config, opts: { demo: boolean; log?: Logger }): Promise<RunningServer> {
+  const log = opts.log ?? createLogger(config);
+  const testClock = process.env.PORTCULLIS_TEST_CLOCK === '1' ? new OffsetClock() : undefined;
+  if (testClock) log.warn('PORTCULLIS_TEST_CLOCK=1: the test clock route is enabled; never use this in production');
+  const clock: Clock = testClock ?? systemClock;
+  const kek = loadKek(config.keys.kek_file, { create: true });
+  const { storage } = await openMigrated(config, clock);
+  const reconciled = await reconcileConfig(storage, config, clock, configFingerprint(config));
+  for (const c of reconciled.changes) log.info({ change: c }, 'configuration applied');
+  let demoClient: { clientId: string; secret: string } | undefined;
+  if (opts.demo) demoClient = await ensureDemoClient(storage, clock, dirname(resolve(config.storage.url.slice('sqlite:'.length))));
+
+  const keys = new KeyManager(storage, kek, keyPolicy(config), clock);
+  await keys.init();
+  for (const c of await keys.tick()) log.info({ change: c }, 'key schedule');
+  const revocations = new RevocationSet(storage);
+  await revocations.sync();
+  const events = new GroupCommitter(storage, { maxWaitMs: config.storage.group_commit_ms });
+  const clients = new CachedClientRegistry(storage, storage.dialect === 'sqlite' ? 60_000 : 1_000);
+  const metrics = createMetrics({ revocations: () => revocations.size, eventsWritten: () => events.written });
+
+  let marker = storage.externalChangeMarker();
+  let lastPoll = 0;
+  let refreshing: Promise<void> | undefined;
+  const reloadAll = async () => {
+    await keys.reload();
+    await revocations.sync();
+    clients.invalidate();
+  };
+  const ctx: OAuthContext = {
+    config,
+    clock,
+    storage,
+    keys,
+    revocations,
+    events,
+    clients,
+    metrics,
+    log,
+    async refresh() {
+      const m = storage.externalChangeMarker();
+      if (m !== undefined) {
+        if (m === marker) return;
+        marker = m;
+      } else {
+        // No cheap change marker (PostgreSQL): poll at most once a second; LISTEN/NOTIFY arrives with the bus.
+        const now = Date.now();
+        if (now - lastPoll < 1000) return;
+        lastPoll = now;
+      }
+      refreshing ??= reloadAll().finally(() => {
+        refreshing = undefined;
+      });
+      await refreshing;
+    },
+  };
+
+  const tickKeys = async () => {
+    const changes = await keys.tick();
+    for (const c of changes) log.info({ change: c }, 'key schedule');
+    revocations.purge(clock.nowMs());
+    return changes;
+  };
+  const app = await buildApp({
+    ctx,
+    metrics,
+    ready: async () => {
+      await storage.ping();
+      keys.current();
+      return true;
+    },
+    testClock: testClock ? { clock: testClock, onAdvance: async () => { await reloadAll(); return tickKeys(); } } : undefined,
+  });
+  await app.listen({ host: config.listen.host, port: config.listen.port });
+  const addr = app.server.address();
+  const port = typeof addr === 'object' && addr ? addr.port : config.listen.port;
+  const url = `http://${config.listen.host.includes(':') ? `[${config.listen.host}]` : config.listen.host}:${port}`;
+
+  const timers = [
+    setInterval(() => void tickKeys().catch((err) => log.error({ err }, 'key schedule failed')), Math.min(60_000, Math.max(1000, (config.keys.jwks_max_age * 1000) / 4))),
+    setInterval(() => void ctx.refresh().catch((err) => log.error({ err }, 'refresh failed')), 1000),
+    setInterval(
+      () =>
+        void (async () => {
+          const now = clock.nowMs();
+          await storage.replay.purgeExpired(now);
+          await storage.revocations.purgeExpired(now);
+        })().catch((err) => log.error({ err }, 'purge failed')),
+      600_000,
+    ),
+  ];
+  for (const t of timers) t.unref();
+
+  await storage.events.append({ type: 'server.started', at: clock.nowMs(), actor: 'startup', data: { issuer: config.issuer, url, version: process.env.npm_package_version ?? null } });
+  log.info({ url, issuer: config.issuer, storage: storage.dialect, kid: keys.current().kid }, 'listening');
+  if (demoClient) printDemo(config, url, demoClient);
+
+  let closing: Promise<void> | undefined;
+  return {
+    url,
+    ctx,
+    close() {
+      closing ??= (async () => {
+        for (const t of timers) clearInterval(t);
+        await app.close(); // stops accepting, lets in-flight requests finish
+        await events.close();
+        await storage.events.append({ type: 'server.stopped', at: clock.nowMs(), actor: 'shutdown', data: {} });
+        await storage.close();
+      })();
+      return closing;
+    },
+  };
+}
+
+function printDemo(config: Config, url: string, c: { clientId: string; secret: string }): void {
+  const lines = [
+    '',
+    'Portcullis demo is running (SQLite in ./data). Demo client:',
+    `  client_id:     ${c.clientId}`,
+    `  client_secret: ${c.secret}`,
+    `  resource:      ${DEMO_RESOURCE} (scopes demo:read demo:write)`,
+    'Get an access token:',
+    `  curl -s -u '${c.clientId}:${c.secret}' -d grant_type=client_credentials -d scope=demo:read ${url}/token`,
+    `Discovery: ${config.issuer}/.well-known/openid-configuration`,
+    '',
+  ];
+  process.stderr.write(`${lines.join('\n')}\n`);
+}
+
+if (import.meta.main) {
+  runCli(process.argv).catch((e: unknown) => {
+    process.stderr.write(`${e instanceof Error ? e.message : String(e)}\n`);
+    process.exit(1);
+  });
+}

@@ -1,0 +1,39 @@
+import { ASSERTION_ALGORITHMS } from '../../config/schema.ts';
+import type { OAuthContext } from '../context.ts';
+import { GRANT_HANDLERS } from './token.ts';
+
+export const PATHS = {
+  token: '/token',
+  introspect: '/introspect',
+  revoke: '/revoke',
+  jwks: '/jwks',
+} as const;
+
+/**
+ * RFC 8414 authorization server metadata (also served as OpenID Provider metadata). Advertises only what works:
+ * the grants that have handlers, the auth methods that are implemented.
+ */
+export function discoveryDocument(ctx: OAuthContext): Record<string, unknown> {
+  const iss = ctx.config.issuer;
+  const authMethods = ['client_secret_basic', 'client_secret_post', 'private_key_jwt'];
+  const scopes = new Set<string>();
+  for (const r of ctx.config.resources) for (const s of r.scopes) scopes.add(s);
+  return {
+    issuer: iss,
+    token_endpoint: iss + PATHS.token,
+    jwks_uri: iss + PATHS.jwks,
+    introspection_endpoint: iss + PATHS.introspect,
+    revocation_endpoint: iss + PATHS.revoke,
+    grant_types_supported: Object.keys(GRANT_HANDLERS),
+    // No authorization endpoint is served yet, so no response type works.
+    response_types_supported: [],
+    scopes_supported: [...scopes],
+    token_endpoint_auth_methods_supported: authMethods,
+    token_endpoint_auth_signing_alg_values_supported: [...ASSERTION_ALGORITHMS],
+    introspection_endpoint_auth_methods_supported: authMethods,
+    introspection_endpoint_auth_signing_alg_values_supported: [...ASSERTION_ALGORITHMS],
+    revocation_endpoint_auth_methods_supported: authMethods,
+    revocation_endpoint_auth_signing_alg_values_supported: [...ASSERTION_ALGORITHMS],
+    access_token_signing_alg_values_supported: [ctx.config.keys.algorithm],
+  };
+}

@@ -1,0 +1,44 @@
+import { InvalidRequest } from '../../errors/oauth-error.ts';
+import { authenticateClient, type ClientAuthInput } from '../client-auth/authenticate.ts';
+import type { OAuthContext, RequestMeta } from '../context.ts';
+import { verifyOwnAccessToken } from '../tokens/access-token.ts';
+
+/**
+ * RFC 7009. Answers 200 whether or not the token was valid (§2.2) so the endpoint is no token oracle. A client may
+ * revoke only tokens issued to it (§2.1); other tokens are left alone and the attempt is logged.
+ */
+export async function revocationEndpoint(ctx: OAuthContext, input: ClientAuthInput, meta: RequestMeta): Promise<void> {
+  const { client } = await authenticateClient(ctx, input, meta, { allowPublic: true });
+  const token = input.params.token;
+  if (token === undefined || token === '') throw new InvalidRequest('token is required');
+  const v = verifyOwnAccessToken(ctx, token);
+  if (!v) return;
+  const c = v.claims;
+  if (c.client_id !== client.client_id) {
+    ctx.log.warn({ request_id: meta.requestId, client_id: client.client_id, jti: c.jti }, 'revocation of another client\'s token refused');
+    return;
+  }
+  const now = ctx.clock.nowMs();
+  if (c.exp * 1000 + ctx.config.tokens.clock_skew * 1000 < now) return; // already dead
+  const rec = await ctx.storage.withTransaction(async (tx) => {
+    const r = await tx.revocations.add({
+      kind: 'jti',
+      value: c.jti,
+      revoked_at: now,
+      expires_at: (c.exp + ctx.config.tokens.clock_skew) * 1000,
+      reason: 'revoked by client (RFC 7009)',
+    });
+    await tx.events.append({
+      type: 'token.revoked',
+      at: now,
+      request_id: meta.requestId,
+      client_id: client.client_id,
+      subject: c.sub,
+      jti: c.jti,
+      actor: client.client_id,
+      data: { by: 'jti', token_type: 'access_token', exp: c.exp },
+    });
+    return r;
+  });
+  ctx.revocations.add(rec);
+}

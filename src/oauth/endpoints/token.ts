@@ -1,0 +1,41 @@
+import { InvalidRequest, OAuthError, UnauthorizedClient, UnsupportedGrantType } from '../../errors/oauth-error.ts';
+import { authenticateClient, type ClientAuthInput } from '../client-auth/authenticate.ts';
+import { type OAuthContext, type RequestMeta, eventBase } from '../context.ts';
+import { clientCredentialsGrant, type TokenResponse } from '../grants/client-credentials.ts';
+
+type GrantHandler = typeof clientCredentialsGrant;
+
+/** Grants this server implements. password and implicit are absent by design (OAuth 2.1). */
+export const GRANT_HANDLERS: Readonly<Record<string, GrantHandler>> = {
+  client_credentials: clientCredentialsGrant,
+};
+
+/** RFC 6749 §3.2 token endpoint: authenticate the client, check the grant, run its handler. */
+export async function tokenEndpoint(ctx: OAuthContext, input: ClientAuthInput, meta: RequestMeta): Promise<TokenResponse> {
+  const grantType = input.params.grant_type;
+  let clientId = 'unknown';
+  try {
+    if (!grantType) throw new InvalidRequest('grant_type is required');
+    const handler = Object.hasOwn(GRANT_HANDLERS, grantType) ? GRANT_HANDLERS[grantType] : undefined;
+    if (!handler) throw new UnsupportedGrantType(`grant_type ${grantType.slice(0, 100)} is not supported`);
+    const { client } = await authenticateClient(ctx, input, meta, { allowPublic: grantType !== 'client_credentials' });
+    clientId = client.client_id;
+    if (!client.grant_types.includes(grantType)) throw new UnauthorizedClient(`this client may not use grant_type ${grantType}`);
+    const res = await handler(ctx, client, input.params, meta);
+    ctx.metrics.tokenIssued(clientId, grantType);
+    return res;
+  } catch (e) {
+    if (e instanceof OAuthError) {
+      ctx.metrics.tokenFailed(clientId, grantType && Object.hasOwn(GRANT_HANDLERS, grantType) ? grantType : 'other', e.code);
+      if (clientId !== 'unknown') {
+        await ctx.events.write({
+          ...eventBase(ctx, meta),
+          type: 'token.failed',
+          client_id: clientId,
+          data: { grant_type: grantType ?? null, error: e.code, description: e.description },
+        });
+      }
+    }
+    throw e;
+  }
+}

@@ -1,0 +1,117 @@
+import { type Kysely, sql } from 'kysely';
+import type { Migration } from 'kysely/migration';
+
+/**
+ * Versioned migrations, applied in name order at start and by `portcullis migrate`. Never edit a released one:
+ * add a new file-level entry instead. `dialect` picks the few types that differ.
+ */
+export function migrations(dialect: 'sqlite' | 'postgres'): Record<string, Migration> {
+  const bigint = dialect === 'postgres' ? 'bigint' : 'integer';
+  // SQLite: INTEGER PRIMARY KEY AUTOINCREMENT never reuses ids, so event ids are monotonic even after deletes.
+  const serial = (b: import('kysely').ColumnDefinitionBuilder) =>
+    dialect === 'postgres' ? b.primaryKey().generatedAlwaysAsIdentity() : b.primaryKey().autoIncrement();
+  return {
+    '0001_initial': {
+      async up(db: Kysely<unknown>) {
+        await db.schema
+          .createTable('clients')
+          .addColumn('client_id', 'text', (c) => c.primaryKey())
+          .addColumn('client_name', 'text')
+          .addColumn('secret_hash', 'text')
+          .addColumn('token_endpoint_auth_method', 'text', (c) => c.notNull())
+          .addColumn('token_endpoint_auth_signing_alg', 'text')
+          .addColumn('grant_types', 'text', (c) => c.notNull())
+          .addColumn('redirect_uris', 'text', (c) => c.notNull())
+          .addColumn('scope', 'text', (c) => c.notNull())
+          .addColumn('resources', 'text', (c) => c.notNull())
+          .addColumn('jwks', 'text')
+          .addColumn('jwks_uri', 'text')
+          .addColumn('disabled', 'integer', (c) => c.notNull().defaultTo(0))
+          .addColumn('source', 'text', (c) => c.notNull())
+          .addColumn('created_at', bigint, (c) => c.notNull())
+          .addColumn('updated_at', bigint, (c) => c.notNull())
+          .execute();
+        await db.schema
+          .createTable('users')
+          .addColumn('id', 'text', (c) => c.primaryKey())
+          .addColumn('username', 'text', (c) => c.notNull().unique())
+          .addColumn('password_hash', 'text')
+          .addColumn('email', 'text')
+          .addColumn('name', 'text')
+          .addColumn('disabled', 'integer', (c) => c.notNull().defaultTo(0))
+          .addColumn('source', 'text', (c) => c.notNull())
+          .addColumn('created_at', bigint, (c) => c.notNull())
+          .addColumn('updated_at', bigint, (c) => c.notNull())
+          .execute();
+        await db.schema
+          .createTable('signing_keys')
+          .addColumn('kid', 'text', (c) => c.primaryKey())
+          .addColumn('alg', 'text', (c) => c.notNull())
+          .addColumn('state', 'text', (c) => c.notNull())
+          .addColumn('public_jwk', 'text', (c) => c.notNull())
+          .addColumn('private_enc', 'text', (c) => c.notNull())
+          .addColumn('created_at', bigint, (c) => c.notNull())
+          .addColumn('activates_at', bigint, (c) => c.notNull())
+          .addColumn('deactivated_at', bigint)
+          .addColumn('retire_at', bigint)
+          .addColumn('revoked_at', bigint)
+          .execute();
+        await db.schema
+          .createTable('revocations')
+          .addColumn('id', bigint, serial)
+          .addColumn('kind', 'text', (c) => c.notNull())
+          .addColumn('value', 'text', (c) => c.notNull())
+          .addColumn('revoked_at', bigint, (c) => c.notNull())
+          .addColumn('expires_at', bigint, (c) => c.notNull())
+          .addColumn('reason', 'text')
+          .execute();
+        await db.schema.createIndex('revocations_kind_value').on('revocations').columns(['kind', 'value']).execute();
+        await db.schema.createIndex('revocations_expires_at').on('revocations').column('expires_at').execute();
+        await db.schema
+          .createTable('used_once')
+          .addColumn('key', 'text', (c) => c.primaryKey())
+          .addColumn('expires_at', bigint, (c) => c.notNull())
+          .execute();
+        await db.schema.createIndex('used_once_expires_at').on('used_once').column('expires_at').execute();
+        await db.schema
+          .createTable('events')
+          .addColumn('id', bigint, serial)
+          .addColumn('type', 'text', (c) => c.notNull())
+          .addColumn('at', bigint, (c) => c.notNull())
+          .addColumn('client_id', 'text')
+          .addColumn('subject', 'text')
+          .addColumn('jti', 'text')
+          .addColumn('grant_id', 'text')
+          .addColumn('request_id', 'text')
+          .addColumn('actor', 'text')
+          .addColumn('data', 'text', (c) => c.notNull())
+          .addColumn('leaf_index', bigint)
+          .execute();
+        await db.schema.createIndex('events_type_at').on('events').columns(['type', 'at']).execute();
+        await db.schema.createIndex('events_jti').on('events').column('jti').execute();
+        await db.schema
+          .createTable('meta')
+          .addColumn('key', 'text', (c) => c.primaryKey())
+          .addColumn('value', 'text', (c) => c.notNull())
+          .execute();
+        // Append-only: the events table refuses UPDATE of anything but leaf_index, and DELETE (defence in depth;
+        // the audit issue adds cryptographic sealing on top).
+        if (dialect === 'sqlite') {
+          await sql`CREATE TRIGGER events_no_delete BEFORE DELETE ON events BEGIN SELECT RAISE(ABORT, 'events are append-only'); END`.execute(db);
+          await sql`CREATE TRIGGER events_no_update BEFORE UPDATE OF id, type, at, client_id, subject, jti, grant_id, request_id, actor, data ON events BEGIN SELECT RAISE(ABORT, 'events are append-only'); END`.execute(db);
+        } else {
+          await sql`CREATE FUNCTION portcullis_events_append_only() RETURNS trigger LANGUAGE plpgsql AS $$
+            BEGIN
+              IF TG_OP = 'DELETE' OR NEW.id <> OLD.id OR NEW.type <> OLD.type OR NEW.at <> OLD.at OR NEW.data <> OLD.data
+                 OR NEW.client_id IS DISTINCT FROM OLD.client_id OR NEW.subject IS DISTINCT FROM OLD.subject
+                 OR NEW.jti IS DISTINCT FROM OLD.jti OR NEW.grant_id IS DISTINCT FROM OLD.grant_id THEN
+                RAISE EXCEPTION 'events are append-only';
+              END IF;
+              RETURN NEW;
+            END $$`.execute(db);
+          await sql`CREATE TRIGGER events_append_only BEFORE UPDATE OR DELETE ON events FOR EACH ROW EXECUTE FUNCTION portcullis_events_append_only()`.execute(db);
+        }
+      },
+    },
+  };
+}
