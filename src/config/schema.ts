@@ -97,7 +97,7 @@ export const configSchema = z.strictObject({
           message: 'must start with sqlite: or postgres://',
         }),
       /** Longest time a token event may wait for its group commit, in milliseconds. */
-      group_commit_ms: z.number().int().min(0).max(50).default(2),
+      group_commit_ms: z.number().int().min(0).max(50).default(0),
     })
     .prefault({}),
   keys: z

@@ -135,6 +135,11 @@ export interface Storage extends Stores {
    * Returns undefined when the backend cannot tell (then callers poll).
    */
   externalChangeMarker(): number | undefined;
+  /**
+   * Durably appends a batch of events in one transaction, off the request path where the backend allows it
+   * (SQLite: a writer thread). Used by group commit for events that are the whole state change (token.issued).
+   */
+  appendEventsBatch(events: SecurityEvent[]): Promise<void>;
   ping(): Promise<void>;
   close(): Promise<void>;
 }

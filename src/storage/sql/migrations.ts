@@ -113,5 +113,22 @@ export function migrations(dialect: 'sqlite' | 'postgres'): Record<string, Migra
         }
       },
     },
+    '0002_control_version': {
+      // A counter bumped by every write to the control plane (keys, revocations, clients, users). SQLite nodes
+      // compare it, cheaply, to notice writes by other processes (the CLI) without reacting to event inserts.
+      async up(db: Kysely<unknown>) {
+        await sql`INSERT INTO meta (key, value) VALUES ('control_version', '0')`.execute(db);
+        if (dialect !== 'sqlite') return;
+        for (const table of ['signing_keys', 'revocations', 'clients', 'users']) {
+          for (const op of ['INSERT', 'UPDATE', 'DELETE']) {
+            await sql
+              .raw(
+                `CREATE TRIGGER ${table}_${op.toLowerCase()}_bump AFTER ${op} ON ${table} BEGIN UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'control_version'; END`,
+              )
+              .execute(db);
+          }
+        }
+      },
+    },
   };
 }

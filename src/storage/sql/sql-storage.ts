@@ -23,6 +23,7 @@ import type {
   UserStore,
 } from '../ports.ts';
 import { migrations } from './migrations.ts';
+import { SqliteEventWriter } from './sqlite-event-writer.ts';
 import type { DB } from './tables.ts';
 
 type Q = Kysely<DB> | Transaction<DB>;
@@ -249,7 +250,10 @@ class SqlStorage implements Storage {
   events: EventStore;
   meta: MetaStore;
 
-  constructor(dialect: 'sqlite' | 'postgres', db: Kysely<DB>, sqlite?: Database.Database) {
+  private readonly file: string | undefined;
+
+  constructor(dialect: 'sqlite' | 'postgres', db: Kysely<DB>, sqlite?: Database.Database, file?: string) {
+    this.file = file;
     this.dialect = dialect;
     this.db = db;
     this.sqlite = sqlite;
@@ -275,9 +279,32 @@ class SqlStorage implements Storage {
     return (results ?? []).filter((r) => r.status === 'Success').map((r) => r.migrationName);
   }
 
+  private dataVersion: Database.Statement | undefined;
+  private controlVersion: Database.Statement | undefined;
+  private lastDataVersion = -1;
+  private lastControlVersion = -1;
+  private eventWriter: SqliteEventWriter | undefined;
+
   externalChangeMarker(): number | undefined {
-    // PRAGMA data_version changes only when another connection commits: our own writes never trigger a reload.
-    return this.sqlite ? (this.sqlite.pragma('data_version', { simple: true }) as number) : undefined;
+    if (!this.sqlite) return undefined;
+    // PRAGMA data_version changes when another connection commits (the CLI, or our own event-writer thread); only
+    // then read the control_version counter, which triggers bump on writes to keys, revocations, clients, users.
+    this.dataVersion ??= this.sqlite.prepare('PRAGMA data_version').pluck();
+    const dv = this.dataVersion.get() as number;
+    if (dv !== this.lastDataVersion) {
+      this.lastDataVersion = dv;
+      this.controlVersion ??= this.sqlite.prepare("SELECT CAST(value AS INTEGER) FROM meta WHERE key = 'control_version'").pluck();
+      this.lastControlVersion = Number(this.controlVersion.get() ?? 0);
+    }
+    return this.lastControlVersion;
+  }
+
+  appendEventsBatch(events: SecurityEvent[]): Promise<void> {
+    if (this.sqlite && this.file) {
+      this.eventWriter ??= new SqliteEventWriter(this.file);
+      return this.eventWriter.appendMany(events);
+    }
+    return this.withTransaction((tx) => tx.events.appendMany(events));
   }
 
   async ping(): Promise<void> {
@@ -285,6 +312,7 @@ class SqlStorage implements Storage {
   }
 
   async close(): Promise<void> {
+    await this.eventWriter?.close();
     await this.db.destroy();
   }
 }
@@ -301,7 +329,7 @@ export function openStorage(url: string): Storage {
     sqlite.pragma('busy_timeout = 5000');
     sqlite.pragma('foreign_keys = ON');
     const db = new Kysely<DB>({ dialect: new SqliteDialect({ database: sqlite }) });
-    return new SqlStorage('sqlite', db, sqlite);
+    return new SqlStorage('sqlite', db, sqlite, file === ':memory:' ? undefined : resolve(file));
   }
   const pool = new pg.Pool({
     connectionString: url,
