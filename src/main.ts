@@ -10,7 +10,7 @@ import { DEMO_CLIENT_ID, DEMO_CONFIG, DEMO_RESOURCE } from './config/starter.ts'
 import { buildApp } from './http/app.ts';
 import { createMetrics } from './http/metrics.ts';
 import { loadKek } from './keys/kek.ts';
-import { type KeyPolicy, KeyManager } from './keys/manager.ts';
+import { KeyManager, type KeyPolicy } from './keys/manager.ts';
 import { type Clock, OffsetClock, systemClock } from './lib/clock.ts';
 import { hashClientSecret } from './oauth/client-auth/client-secret.ts';
 import { CachedClientRegistry, type OAuthContext } from './oauth/context.ts';
@@ -74,7 +74,11 @@ export async function openMigrated(config: Config, clock: Clock): Promise<{ stor
  * The demo client: created once, its secret kept (0600) beside the database so every start can print the same
  * working curl. Only demo mode does this; configured clients' secrets are never stored in the clear.
  */
-async function ensureDemoClient(storage: Storage, clock: Clock, dataDir: string): Promise<{ clientId: string; secret: string }> {
+async function ensureDemoClient(
+  storage: Storage,
+  clock: Clock,
+  dataDir: string,
+): Promise<{ clientId: string; secret: string }> {
   const file = resolve(dataDir, 'demo-client.json');
   const existing = await storage.clients.get(DEMO_CLIENT_ID);
   if (existing && existsSync(file)) {
@@ -132,7 +136,8 @@ export async function startServer(config: Config, opts: { demo: boolean; log?: L
   const reconciled = await reconcileConfig(storage, config, clock, configFingerprint(config));
   for (const c of reconciled.changes) log.info({ change: c }, 'configuration applied');
   let demoClient: { clientId: string; secret: string } | undefined;
-  if (opts.demo) demoClient = await ensureDemoClient(storage, clock, dirname(resolve(config.storage.url.slice('sqlite:'.length))));
+  if (opts.demo)
+    demoClient = await ensureDemoClient(storage, clock, dirname(resolve(config.storage.url.slice('sqlite:'.length))));
 
   const keys = new KeyManager(storage, kek, keyPolicy(config), clock);
   await keys.init();
@@ -193,7 +198,15 @@ export async function startServer(config: Config, opts: { demo: boolean; log?: L
       keys.current();
       return true;
     },
-    testClock: testClock ? { clock: testClock, onAdvance: async () => { await reloadAll(); return tickKeys(); } } : undefined,
+    testClock: testClock
+      ? {
+          clock: testClock,
+          onAdvance: async () => {
+            await reloadAll();
+            return tickKeys();
+          },
+        }
+      : undefined,
   });
   await app.listen({ host: config.listen.host, port: config.listen.port });
   const addr = app.server.address();
@@ -201,7 +214,10 @@ export async function startServer(config: Config, opts: { demo: boolean; log?: L
   const url = `http://${config.listen.host.includes(':') ? `[${config.listen.host}]` : config.listen.host}:${port}`;
 
   const timers = [
-    setInterval(() => void tickKeys().catch((err) => log.error({ err }, 'key schedule failed')), Math.min(60_000, Math.max(1000, (config.keys.jwks_max_age * 1000) / 4))),
+    setInterval(
+      () => void tickKeys().catch((err) => log.error({ err }, 'key schedule failed')),
+      Math.min(60_000, Math.max(1000, (config.keys.jwks_max_age * 1000) / 4)),
+    ),
     setInterval(() => void ctx.refresh().catch((err) => log.error({ err }, 'refresh failed')), 1000),
     setInterval(
       () =>
@@ -215,7 +231,12 @@ export async function startServer(config: Config, opts: { demo: boolean; log?: L
   ];
   for (const t of timers) t.unref();
 
-  await storage.events.append({ type: 'server.started', at: clock.nowMs(), actor: 'startup', data: { issuer: config.issuer, url, version: process.env.npm_package_version ?? null } });
+  await storage.events.append({
+    type: 'server.started',
+    at: clock.nowMs(),
+    actor: 'startup',
+    data: { issuer: config.issuer, url, version: process.env.npm_package_version ?? null },
+  });
   log.info({ url, issuer: config.issuer, storage: storage.dialect, kid: keys.current().kid }, 'listening');
   if (demoClient) printDemo(config, url, demoClient);
 

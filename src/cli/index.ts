@@ -1,11 +1,11 @@
 import { existsSync, writeFileSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { Command, Option } from 'commander';
+import { starterConfig } from '../config/starter.ts';
 import { ConfigError } from '../errors/oauth-error.ts';
 import { loadKek } from '../keys/kek.ts';
 import { isPublished, KeyManager } from '../keys/manager.ts';
 import { systemClock } from '../lib/clock.ts';
-import { starterConfig } from '../config/starter.ts';
 import type { RevocationKind } from '../storage/ports.ts';
 
 /** Lazy import keeps `portcullis --help` fast and avoids an import cycle with main.ts. */
@@ -20,7 +20,10 @@ function fail(e: unknown): never {
   process.exit(1);
 }
 
-async function withStorage<T>(configPath: string | undefined, fn: (a: Awaited<ReturnType<typeof open>>) => Promise<T>): Promise<T> {
+async function withStorage<T>(
+  configPath: string | undefined,
+  fn: (a: Awaited<ReturnType<typeof open>>) => Promise<T>,
+): Promise<T> {
   const s = await open(configPath);
   try {
     return await fn(s);
@@ -119,11 +122,22 @@ export async function runCli(argv: string[]): Promise<void> {
           const list = await storage.keys.list();
           const now = Date.now();
           if (o.json) {
-            process.stdout.write(`${JSON.stringify(list.map(({ private_enc: _p, ...k }) => ({ ...k, published: isPublished({ ...k, private_enc: "" }, now) })), null, 2)}\n`);
+            process.stdout.write(
+              `${JSON.stringify(
+                list.map(({ private_enc: _p, ...k }) => ({
+                  ...k,
+                  published: isPublished({ ...k, private_enc: '' }, now),
+                })),
+                null,
+                2,
+              )}\n`,
+            );
             return;
           }
           const iso = (t: number | null) => (t === null ? '-' : new Date(t).toISOString());
-          process.stdout.write('kid                                          alg    state     published  activates                 retire_at\n');
+          process.stdout.write(
+            'kid                                          alg    state     published  activates                 retire_at\n',
+          );
           for (const k of list)
             process.stdout.write(
               `${k.kid.padEnd(44)} ${k.alg.padEnd(6)} ${k.state.padEnd(9)} ${String(isPublished(k, now)).padEnd(10)} ${iso(k.activates_at).padEnd(25)} ${iso(k.retire_at)}\n`,
@@ -135,7 +149,9 @@ export async function runCli(argv: string[]): Promise<void> {
     });
   keys
     .command('rotate')
-    .description('publish a new signing key (it signs after one JWKS max-age); --emergency: sign with it now and revoke the current key')
+    .description(
+      'publish a new signing key (it signs after one JWKS max-age); --emergency: sign with it now and revoke the current key',
+    )
     .addOption(configOpt())
     .option('--emergency', 'the new key signs at once; tokens signed by the current key are rejected from now on')
     .option('--reason <text>', 'recorded in the key.revoked event')
@@ -147,7 +163,10 @@ export async function runCli(argv: string[]): Promise<void> {
           const r = await km.rotate({ emergency: !!o.emergency, actor: 'cli', reason: o.reason });
           if (o.emergency)
             process.stdout.write(`new key ${r.created.kid} signs now${r.revoked ? `; revoked ${r.revoked}` : ''}\n`);
-          else process.stdout.write(`key ${r.created.kid} is published and signs from ${new Date(r.created.activates_at).toISOString()}\n`);
+          else
+            process.stdout.write(
+              `key ${r.created.kid} is published and signs from ${new Date(r.created.activates_at).toISOString()}\n`,
+            );
         });
       } catch (e) {
         fail(e);
@@ -164,7 +183,11 @@ export async function runCli(argv: string[]): Promise<void> {
         await withStorage(o.config, async ({ storage }) => {
           const list = (await storage.clients.list()).map(({ secret_hash: _s, ...c }) => c);
           if (o.json) process.stdout.write(`${JSON.stringify(list, null, 2)}\n`);
-          else for (const c of list) process.stdout.write(`${c.client_id}\t${c.token_endpoint_auth_method}\t${c.grant_types.join(',')}\t${c.scope}\t${c.disabled ? 'disabled' : 'enabled'}\t${c.source}\n`);
+          else
+            for (const c of list)
+              process.stdout.write(
+                `${c.client_id}\t${c.token_endpoint_auth_method}\t${c.grant_types.join(',')}\t${c.scope}\t${c.disabled ? 'disabled' : 'enabled'}\t${c.source}\n`,
+              );
         });
       } catch (e) {
         fail(e);

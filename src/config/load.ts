@@ -87,7 +87,9 @@ function checkCrossFields(c: ParsedConfig): string[] {
       problems.push(`${at}.jwks: jwks or jwks_uri is required when token_endpoint_auth_method is private_key_jwt`);
     if (cl.jwks && cl.jwks_uri) problems.push(`${at}.jwks_uri: set jwks or jwks_uri, not both (RFC 7591 §2)`);
     if (m === 'none' && cl.grant_types.includes('client_credentials'))
-      problems.push(`${at}.grant_types: client_credentials needs a confidential client (token_endpoint_auth_method none)`);
+      problems.push(
+        `${at}.grant_types: client_credentials needs a confidential client (token_endpoint_auth_method none)`,
+      );
     for (const s of cl.scope.split(' ').filter(Boolean)) {
       if (!allScopes.has(s)) problems.push(`${at}.scope: "${s}" is not a scope of any resource in resources[]`);
     }
@@ -141,7 +143,10 @@ export function loadConfigFile(path: string): Config {
 }
 
 /** The effective resource identifiers a client may get tokens for: declared, or those defining its scopes. */
-export function clientResources(config: Config, client: { scope: string; resources?: readonly string[] | undefined }): string[] {
+export function clientResources(
+  config: Config,
+  client: { scope: string; resources?: readonly string[] | undefined },
+): string[] {
   if (client.resources) return [...client.resources];
   const scopes = new Set(client.scope.split(' ').filter(Boolean));
   return config.resources.filter((r) => r.scopes.some((s) => scopes.has(s))).map((r) => r.identifier);

@@ -17,7 +17,12 @@ function sameClient(a: ClientRecord, b: ClientRecord): boolean {
  * and a config.applied event. Config-declared clients removed from the file are deleted; clients created by the
  * CLI or the demo are left alone. Secrets are stored hashed.
  */
-export async function reconcileConfig(storage: Storage, config: Config, clock: Clock, fingerprint: string): Promise<{ changes: string[] }> {
+export async function reconcileConfig(
+  storage: Storage,
+  config: Config,
+  clock: Clock,
+  fingerprint: string,
+): Promise<{ changes: string[] }> {
   const now = clock.nowMs();
   const existingUsers = new Map((await storage.users.list()).map((u) => [u.username, u]));
   // Password hashing is slow by design: do it before the transaction, and only when the stored hash differs.
@@ -25,7 +30,10 @@ export async function reconcileConfig(storage: Storage, config: Config, clock: C
   for (const u of config.users) {
     const prev = existingUsers.get(u.username);
     let passwordHash = prev?.password_hash ?? null;
-    if (u.password !== undefined && !(passwordHash && (await argonVerify(passwordHash, u.password.normalize('NFKC')).catch(() => false))))
+    if (
+      u.password !== undefined &&
+      !(passwordHash && (await argonVerify(passwordHash, u.password.normalize('NFKC')).catch(() => false)))
+    )
       passwordHash = await argonHash(u.password.normalize('NFKC'));
     if (u.password === undefined) passwordHash = prev?.password_hash ?? null;
     userRows.push({
@@ -38,7 +46,12 @@ export async function reconcileConfig(storage: Storage, config: Config, clock: C
       source: 'config',
       created_at: prev?.created_at ?? now,
       updated_at: now,
-      changed: !prev || prev.password_hash !== passwordHash || prev.email !== (u.email ?? null) || prev.name !== (u.name ?? null) || prev.disabled !== u.disabled,
+      changed:
+        !prev ||
+        prev.password_hash !== passwordHash ||
+        prev.email !== (u.email ?? null) ||
+        prev.name !== (u.name ?? null) ||
+        prev.disabled !== u.disabled,
       isNew: !prev,
     });
   }
@@ -75,21 +88,39 @@ export async function reconcileConfig(storage: Storage, config: Config, clock: C
         at: now,
         client_id: c.client_id,
         actor: 'config',
-        data: { auth_method: rec.token_endpoint_auth_method, grant_types: rec.grant_types, scope: rec.scope, resources: rec.resources, secret_changed: prev ? prev.secret_hash !== rec.secret_hash : undefined },
+        data: {
+          auth_method: rec.token_endpoint_auth_method,
+          grant_types: rec.grant_types,
+          scope: rec.scope,
+          resources: rec.resources,
+          secret_changed: prev ? prev.secret_hash !== rec.secret_hash : undefined,
+        },
       });
     }
     for (const [id, c] of existing) {
       if (c.source === 'config' && !declared.has(id)) {
         await tx.clients.delete(id);
         changes.push(`deleted client ${id}`);
-        events.push({ type: 'client.deleted', at: now, client_id: id, actor: 'config', data: { reason: 'removed from the configuration file' } });
+        events.push({
+          type: 'client.deleted',
+          at: now,
+          client_id: id,
+          actor: 'config',
+          data: { reason: 'removed from the configuration file' },
+        });
       }
     }
     for (const { changed, isNew, ...u } of userRows) {
       if (!changed) continue;
       await tx.users.upsert(u);
       changes.push(`${isNew ? 'created' : 'updated'} user ${u.username}`);
-      events.push({ type: isNew ? 'user.created' : 'user.updated', at: now, subject: u.id, actor: 'config', data: { username: u.username } });
+      events.push({
+        type: isNew ? 'user.created' : 'user.updated',
+        at: now,
+        subject: u.id,
+        actor: 'config',
+        data: { username: u.username },
+      });
     }
     for (const e of events) await tx.events.append(e);
     const prevFingerprint = await tx.meta.get('config_fingerprint');
@@ -103,6 +134,8 @@ export async function reconcileConfig(storage: Storage, config: Config, clock: C
 
 /** A fingerprint of the effective configuration with secrets removed (so the event can be shown to auditors). */
 export function configFingerprint(config: Config): string {
-  const redacted = JSON.stringify(config, (k, v) => (k === 'client_secret' || k === 'password' ? sha256Hex(String(v)).slice(0, 12) : v));
+  const redacted = JSON.stringify(config, (k, v) =>
+    k === 'client_secret' || k === 'password' ? sha256Hex(String(v)).slice(0, 12) : v,
+  );
   return sha256Hex(redacted);
 }

@@ -22,33 +22,72 @@ export const AUTH_METHODS = ['client_secret_basic', 'client_secret_post', 'priva
 export type AuthMethod = (typeof AUTH_METHODS)[number];
 
 /** Grants that exist in Portcullis. password and implicit never exist (OAuth 2.1). */
-export const GRANT_TYPES = ['client_credentials', 'authorization_code', 'refresh_token', 'urn:ietf:params:oauth:grant-type:device_code'] as const;
+export const GRANT_TYPES = [
+  'client_credentials',
+  'authorization_code',
+  'refresh_token',
+  'urn:ietf:params:oauth:grant-type:device_code',
+] as const;
 
 /** Algorithms accepted on client assertions (RFC 7523); none and HMAC are never accepted. */
-export const ASSERTION_ALGORITHMS = ['ES256', 'ES384', 'ES512', 'EdDSA', 'PS256', 'PS384', 'PS512', 'RS256', 'RS384', 'RS512'] as const;
+export const ASSERTION_ALGORITHMS = [
+  'ES256',
+  'ES384',
+  'ES512',
+  'EdDSA',
+  'PS256',
+  'PS384',
+  'PS512',
+  'RS256',
+  'RS384',
+  'RS512',
+] as const;
 
 const scopeToken = /^[\x21\x23-\x5B\x5D-\x7E]+$/; // RFC 6749 §3.3 scope-token
 
 const jwk = z.record(z.string(), z.unknown());
 
 export const resourceSchema = z.strictObject({
-  identifier: z.url({ message: 'must be an absolute URI (RFC 8707 §2)' }).refine((v) => !v.includes('#'), {
-    message: 'must not contain a fragment (RFC 8707 §2)',
-  }),
-  name: z.string().optional(),
-  scopes: z.array(z.string().regex(scopeToken, 'is not a valid scope token (RFC 6749 §3.3)')).default([]),
+  identifier: z
+    .url({ message: 'must be an absolute URI (RFC 8707 §2)' })
+    .refine((v) => !v.includes('#'), { message: 'must not contain a fragment (RFC 8707 §2)' })
+    .describe("Absolute URI of the API; becomes the access token's aud (RFC 8707)."),
+  name: z.string().optional().describe('Display name of the API (consent pages).'),
+  scopes: z
+    .array(z.string().regex(scopeToken, 'is not a valid scope token (RFC 6749 §3.3)'))
+    .default([])
+    .describe('Scopes this API understands.'),
   /** Human descriptions of scopes, shown on consent pages. */
-  scope_descriptions: z.record(z.string(), z.string()).default({}),
+  scope_descriptions: z
+    .record(z.string(), z.string())
+    .default({})
+    .describe('Human text per scope, shown on consent pages.'),
   /** Access token lifetime for this resource; defaults to tokens.access_token_ttl. */
-  access_token_ttl: duration(0).optional(),
+  access_token_ttl: duration(0)
+    .optional()
+    .describe('Access token lifetime for this API; default tokens.access_token_ttl.'),
 });
 
 export const clientSchema = z.strictObject({
-  client_id: z.string().min(1).max(128).regex(/^[\x21-\x7E]+$/, 'must be printable ASCII without spaces'),
-  client_name: z.string().optional(),
-  client_secret: z.string().min(16, 'must be at least 16 characters (use `portcullis init` to generate one)').optional(),
-  token_endpoint_auth_method: z.enum(AUTH_METHODS).default('client_secret_basic'),
-  token_endpoint_auth_signing_alg: z.enum(ASSERTION_ALGORITHMS).optional(),
+  client_id: z
+    .string()
+    .min(1)
+    .max(128)
+    .regex(/^[\x21-\x7E]+$/, 'must be printable ASCII without spaces'),
+  client_name: z.string().optional().describe('Display name (RFC 7591).'),
+  client_secret: z
+    .string()
+    .min(16, 'must be at least 16 characters (use `portcullis init` to generate one)')
+    .optional()
+    .describe('Secret for client_secret_basic/post; stored as SHA-256. Use ${env:NAME} or ${file:PATH}.'),
+  token_endpoint_auth_method: z
+    .enum(AUTH_METHODS)
+    .default('client_secret_basic')
+    .describe('How the client authenticates (RFC 7591).'),
+  token_endpoint_auth_signing_alg: z
+    .enum(ASSERTION_ALGORITHMS)
+    .optional()
+    .describe('Only algorithm accepted on its private_key_jwt assertions; default any asymmetric one.'),
   grant_types: z
     .array(z.string())
     .default(['client_credentials'])
@@ -60,18 +99,24 @@ export const clientSchema = z.strictObject({
           ctx.addIssue({ code: 'custom', message: `"${g}" is not a known grant type (${GRANT_TYPES.join(', ')})` });
       }
     }),
-  redirect_uris: z.array(z.url()).default([]),
+  redirect_uris: z.array(z.url()).default([]).describe('Exact redirect URIs (authorization code flow).'),
   response_types: z.array(z.string()).optional(),
-  scope: z.string().default(''),
-  jwks: z.strictObject({ keys: z.array(jwk) }).optional(),
-  jwks_uri: z.url().optional(),
-  resources: z.array(z.string()).optional(),
-  disabled: z.boolean().default(false),
+  scope: z.string().default('').describe('Space-separated scopes the client may be granted.'),
+  jwks: z
+    .strictObject({ keys: z.array(jwk) })
+    .optional()
+    .describe('Public keys for private_key_jwt (RFC 7591).'),
+  jwks_uri: z.url().optional().describe('URL of the public keys for private_key_jwt.'),
+  resources: z
+    .array(z.string())
+    .optional()
+    .describe('Resource identifiers the client may get tokens for; default: the resources defining any of its scopes.'),
+  disabled: z.boolean().default(false).describe('A disabled client cannot authenticate.'),
 });
 
 export const userSchema = z.strictObject({
   username: z.string().min(1).max(256),
-  password: z.string().min(1).optional(),
+  password: z.string().min(1).optional().describe('Initial password, stored as argon2id. Use ${env:NAME}.'),
   email: z.string().optional(),
   name: z.string().optional(),
   disabled: z.boolean().default(false),
@@ -80,12 +125,15 @@ export const userSchema = z.strictObject({
 export const configSchema = z.strictObject({
   issuer: z
     .url()
-    .refine((v) => !v.includes('?') && !v.includes('#'), { message: 'must not contain a query or fragment (RFC 8414 §2)' })
-    .optional(),
+    .refine((v) => !v.includes('?') && !v.includes('#'), {
+      message: 'must not contain a query or fragment (RFC 8414 §2)',
+    })
+    .optional()
+    .describe('Issuer identifier: the public base URL; default http://{listen.host}:{listen.port}.'),
   listen: z
     .strictObject({
-      host: z.string().default('127.0.0.1'),
-      port: z.number().int().min(0).max(65535).default(9000),
+      host: z.string().default('127.0.0.1').describe('Address to listen on.'),
+      port: z.number().int().min(0).max(65535).default(9000).describe('TCP port (0: any free port).'),
     })
     .prefault({}),
   storage: z
@@ -93,40 +141,57 @@ export const configSchema = z.strictObject({
       url: z
         .string()
         .default('sqlite:./data/portcullis.db')
+        .describe('sqlite:PATH (embedded, WAL) or postgres://user@host:port/db')
         .refine((v) => v.startsWith('sqlite:') || v.startsWith('postgres://') || v.startsWith('postgresql://'), {
           message: 'must start with sqlite: or postgres://',
         }),
       /** Longest time a token event may wait for its group commit, in milliseconds. */
-      group_commit_ms: z.number().int().min(0).max(50).default(0),
+      group_commit_ms: z
+        .number()
+        .int()
+        .min(0)
+        .max(50)
+        .default(0)
+        .describe('Extra wait (ms) to grow event batches; 0 = commit every event-loop turn.'),
     })
     .prefault({}),
   keys: z
     .strictObject({
-      algorithm: z.enum(SIGNING_ALGORITHMS).default('ES256'),
-      rotation_period: duration('30d'),
-      jwks_max_age: duration('10m'),
+      algorithm: z.enum(SIGNING_ALGORITHMS).default('ES256').describe('Signing algorithm for new keys.'),
+      rotation_period: duration('30d').describe('How long a key signs before the next one takes over.'),
+      jwks_max_age: duration('10m').describe(
+        'JWKS Cache-Control max-age; new keys are published at least this long before they sign.',
+      ),
       /** Where the key-encryption key lives when PORTCULLIS_KEK is not set. Created 0600 on first start. */
-      kek_file: z.string().default('./data/kek'),
+      kek_file: z
+        .string()
+        .default('./data/kek')
+        .describe('Key-encryption key file (0600, created on first start) when PORTCULLIS_KEK is unset.'),
     })
     .prefault({}),
   tokens: z
     .strictObject({
-      access_token_ttl: duration('10m'),
+      access_token_ttl: duration('10m').describe('Access token lifetime.'),
       /** Tolerance for clocks of clients signing assertions. */
-      clock_skew: duration('30s'),
+      clock_skew: duration('30s').describe("Tolerance for other parties' clocks."),
       /** Longest lifetime (exp - iat) accepted on a private_key_jwt client assertion. */
-      client_assertion_max_lifetime: duration('5m'),
+      client_assertion_max_lifetime: duration('5m').describe(
+        'Longest exp - iat accepted on private_key_jwt assertions.',
+      ),
     })
     .prefault({}),
   limits: z
     .strictObject({
-      body_bytes: z.number().int().min(256).max(1048576).default(16384),
-      parameter_bytes: z.number().int().min(64).max(65536).default(4096),
+      body_bytes: z.number().int().min(256).max(1048576).default(16384).describe('Largest request body (413 above).'),
+      parameter_bytes: z.number().int().min(64).max(65536).default(4096).describe('Largest single form parameter.'),
     })
     .prefault({}),
   log: z
     .strictObject({
-      level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+      level: z
+        .enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'])
+        .default('info')
+        .describe('pino log level.'),
     })
     .prefault({}),
   resources: z.array(resourceSchema).default([]),

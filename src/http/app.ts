@@ -1,7 +1,7 @@
-import Fastify, { LogController, type FastifyReply, type FastifyRequest } from 'fastify';
+import Fastify, { type FastifyReply, type FastifyRequest, LogController } from 'fastify';
 import { InvalidRequest, OAuthError, ServerError, toErrorResponse } from '../errors/oauth-error.ts';
-import { randomId } from '../lib/crypto.ts';
 import type { OffsetClock } from '../lib/clock.ts';
+import { randomId } from '../lib/crypto.ts';
 import type { ClientAuthInput } from '../oauth/client-auth/authenticate.ts';
 import type { OAuthContext, RequestMeta } from '../oauth/context.ts';
 import { discoveryDocument, PATHS } from '../oauth/endpoints/discovery.ts';
@@ -38,13 +38,17 @@ function formInput(req: FastifyRequest): ClientAuthInput {
     if (req.headers['content-length'] === undefined || req.headers['content-length'] === '0')
       return { authorization: req.headers.authorization, params: Object.create(null) };
   }
-  if (!body || (body as RawBody)[NOT_FORM]) throw new InvalidRequest('the request body must be application/x-www-form-urlencoded');
+  if (!body || (body as RawBody)[NOT_FORM])
+    throw new InvalidRequest('the request body must be application/x-www-form-urlencoded');
   return { authorization: req.headers.authorization, params: body as Record<string, string> };
 }
 
 function sendError(reply: FastifyReply, err: OAuthError): FastifyReply {
   const { status, headers, body } = toErrorResponse(err);
-  return reply.code(status).headers({ 'cache-control': 'no-store', pragma: 'no-cache', ...headers }).send(body);
+  return reply
+    .code(status)
+    .headers({ 'cache-control': 'no-store', pragma: 'no-cache', ...headers })
+    .send(body);
 }
 
 export async function buildApp(opts: AppOptions) {
@@ -85,14 +89,20 @@ export async function buildApp(opts: AppOptions) {
     if (err instanceof OAuthError) return sendError(reply, err);
     const e = err as { code?: string; statusCode?: number; message?: string };
     if (e.code === 'FST_ERR_CTP_BODY_TOO_LARGE')
-      return sendError(reply, new OAuthError('invalid_request', 413, `the request body exceeds ${limits.body_bytes} bytes`));
+      return sendError(
+        reply,
+        new OAuthError('invalid_request', 413, `the request body exceeds ${limits.body_bytes} bytes`),
+      );
     if (typeof e.statusCode === 'number' && e.statusCode >= 400 && e.statusCode < 500)
       return sendError(reply, new OAuthError('invalid_request', e.statusCode, 'the request is malformed'));
     req.log.error({ err, request_id: req.id }, 'unhandled error');
     return sendError(reply, new ServerError());
   });
   app.setNotFoundHandler((_req, reply) => {
-    reply.code(404).header('cache-control', 'no-store').send({ error: 'not_found', error_description: 'no such endpoint' });
+    reply
+      .code(404)
+      .header('cache-control', 'no-store')
+      .send({ error: 'not_found', error_description: 'no such endpoint' });
   });
 
   const tokenHeaders = { 'cache-control': 'no-store', pragma: 'no-cache' };
@@ -116,7 +126,8 @@ export async function buildApp(opts: AppOptions) {
 
   const publicCache = (reply: FastifyReply, maxAge: number) =>
     reply.header('cache-control', `public, max-age=${maxAge}`).header('access-control-allow-origin', '*');
-  const metadata = async (_req: FastifyRequest, reply: FastifyReply) => publicCache(reply, 300).send(discoveryDocument(ctx));
+  const metadata = async (_req: FastifyRequest, reply: FastifyReply) =>
+    publicCache(reply, 300).send(discoveryDocument(ctx));
   app.get('/.well-known/openid-configuration', metadata);
   app.get('/.well-known/oauth-authorization-server', metadata);
   app.get(PATHS.jwks, async (_req, reply) => {
@@ -127,10 +138,16 @@ export async function buildApp(opts: AppOptions) {
   app.get('/healthz', async (_req, reply) => reply.header('cache-control', 'no-store').send({ status: 'ok' }));
   app.get('/readyz', async (_req, reply) => {
     const ok = await opts.ready().catch(() => false);
-    return reply.code(ok ? 200 : 503).header('cache-control', 'no-store').send({ status: ok ? 'ready' : 'not_ready' });
+    return reply
+      .code(ok ? 200 : 503)
+      .header('cache-control', 'no-store')
+      .send({ status: ok ? 'ready' : 'not_ready' });
   });
   app.get('/metrics', async (_req, reply) =>
-    reply.header('cache-control', 'no-store').type(metrics.registry.contentType).send(await metrics.registry.metrics()),
+    reply
+      .header('cache-control', 'no-store')
+      .type(metrics.registry.contentType)
+      .send(await metrics.registry.metrics()),
   );
 
   if (opts.testClock) {
@@ -146,7 +163,8 @@ export async function buildApp(opts: AppOptions) {
         }
       } else advance = (body as Record<string, string> | undefined)?.advance_seconds;
       const seconds = Number(advance ?? 0);
-      if (!Number.isFinite(seconds) || seconds < 0) throw new InvalidRequest('advance_seconds must be a non-negative number');
+      if (!Number.isFinite(seconds) || seconds < 0)
+        throw new InvalidRequest('advance_seconds must be a non-negative number');
       tc.clock.advance(seconds * 1000);
       const changes = await tc.onAdvance();
       return reply.header('cache-control', 'no-store').send({ now_ms: tc.clock.nowMs(), key_changes: changes });

@@ -22,7 +22,8 @@ export function parseForm(body: string, maxParamBytes: number): Record<string, s
     const eq = pair.indexOf('=');
     const rawKey = eq === -1 ? pair : pair.slice(0, eq);
     const rawVal = eq === -1 ? '' : pair.slice(eq + 1);
-    if (rawKey.length > 256 || rawVal.length > maxParamBytes * 3) throw new InvalidRequest(`parameter exceeds ${maxParamBytes} bytes`);
+    if (rawKey.length > 256 || rawVal.length > maxParamBytes * 3)
+      throw new InvalidRequest(`parameter exceeds ${maxParamBytes} bytes`);
     let key: string;
     let val: string;
     try {
@@ -31,7 +32,8 @@ export function parseForm(body: string, maxParamBytes: number): Record<string, s
     } catch {
       throw new InvalidRequest('malformed percent-encoding in the form body');
     }
-    if (Buffer.byteLength(val) > maxParamBytes) throw new InvalidRequest(`parameter ${key.slice(0, 40)} exceeds ${maxParamBytes} bytes`);
+    if (Buffer.byteLength(val) > maxParamBytes)
+      throw new InvalidRequest(`parameter ${key.slice(0, 40)} exceeds ${maxParamBytes} bytes`);
     if (key in out) {
       if (key === 'resource') throw new InvalidTarget('request a token for one resource at a time');
       throw new InvalidRequest(`parameter ${key.slice(0, 40)} is repeated`);

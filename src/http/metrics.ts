@@ -49,6 +49,7 @@ export function createMetrics(gauges: { revocations: () => number; eventsWritten
     registry,
     tokenIssued: (c, g) => issued.inc({ client_id: c, grant_type: g }),
     tokenFailed: (c, g, e) => failed.inc({ client_id: c, grant_type: g, error: e }),
-    observeRequest: (route, method, status, seconds) => duration.observe({ route, method, status: String(status) }, seconds),
+    observeRequest: (route, method, status, seconds) =>
+      duration.observe({ route, method, status: String(status) }, seconds),
   };
 }

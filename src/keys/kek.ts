@@ -38,9 +38,16 @@ export class Kek {
 
 function decodeKek(text: string, where: string): Buffer {
   const t = text.trim();
-  const candidates = [/^[0-9a-fA-F]{64}$/.test(t) ? Buffer.from(t, 'hex') : undefined, Buffer.from(t, 'base64url'), Buffer.from(t, 'base64')];
+  const candidates = [
+    /^[0-9a-fA-F]{64}$/.test(t) ? Buffer.from(t, 'hex') : undefined,
+    Buffer.from(t, 'base64url'),
+    Buffer.from(t, 'base64'),
+  ];
   const k = candidates.find((b) => b && b.length === 32);
-  if (!k) throw new ConfigError([`${where}: must be 32 bytes encoded as base64, base64url or hex (generate with: openssl rand -base64 32)`]);
+  if (!k)
+    throw new ConfigError([
+      `${where}: must be 32 bytes encoded as base64, base64url or hex (generate with: openssl rand -base64 32)`,
+    ]);
   return k;
 }
 
@@ -50,13 +57,15 @@ export function loadKek(kekFile: string, opts: { create: boolean }): Kek {
   if (env !== undefined && env !== '') return new Kek(decodeKek(env, 'PORTCULLIS_KEK'), 'PORTCULLIS_KEK');
   const path = resolve(kekFile);
   if (!existsSync(path)) {
-    if (!opts.create)
-      throw new ConfigError([`keys.kek_file: ${path} does not exist and PORTCULLIS_KEK is not set`]);
+    if (!opts.create) throw new ConfigError([`keys.kek_file: ${path} does not exist and PORTCULLIS_KEK is not set`]);
     mkdirSync(dirname(path), { recursive: true });
     writeFileSync(path, `${randomBytes(32).toString('base64url')}\n`, { mode: 0o600, flag: 'wx' });
     chmodSync(path, 0o600);
   }
   const mode = statSync(path).mode & 0o777;
-  if (mode & 0o077) throw new ConfigError([`keys.kek_file: ${path} is readable by group or others (mode ${mode.toString(8)}); run chmod 600 on it`]);
+  if (mode & 0o077)
+    throw new ConfigError([
+      `keys.kek_file: ${path} is readable by group or others (mode ${mode.toString(8)}); run chmod 600 on it`,
+    ]);
   return new Kek(decodeKek(readFileSync(path, 'utf8'), `keys.kek_file (${path})`), path);
 }

@@ -88,7 +88,13 @@ export class KeyManager {
     this.current();
   }
 
-  private event(type: SecurityEvent['type'], k: SigningKeyRecord, at: number, actor: string, data: Record<string, unknown>): SecurityEvent {
+  private event(
+    type: SecurityEvent['type'],
+    k: SigningKeyRecord,
+    at: number,
+    actor: string,
+    data: Record<string, unknown>,
+  ): SecurityEvent {
     return { type, at, actor, data: { kid: k.kid, alg: k.alg, ...data } };
   }
 
@@ -108,7 +114,9 @@ export class KeyManager {
       revoked_at: null,
     };
     await tx.keys.insert(rec);
-    await tx.events.append(this.event('key.created', rec, now, actor, { activates_at: new Date(activatesAt).toISOString() }));
+    await tx.events.append(
+      this.event('key.created', rec, now, actor, { activates_at: new Date(activatesAt).toISOString() }),
+    );
     return rec;
   }
 
@@ -182,11 +190,21 @@ export class KeyManager {
       for (const k of this.keys) {
         if (k.state === 'active' && signing && k.kid !== signing.kid && k.activates_at < signing.activates_at) {
           const retireAt = signing.activates_at + this.policy.maxTokenLifetime * 1000;
-          if (await tx.keys.transition(k.kid, 'active', 'retiring', { deactivated_at: signing.activates_at, retire_at: retireAt })) {
+          if (
+            await tx.keys.transition(k.kid, 'active', 'retiring', {
+              deactivated_at: signing.activates_at,
+              retire_at: retireAt,
+            })
+          ) {
             done.push(`retiring ${k.kid} until ${new Date(retireAt).toISOString()}`);
           }
         }
-        if (k.state === 'retiring' && k.retire_at !== null && k.retire_at <= now && (await tx.keys.transition(k.kid, 'retiring', 'retired', {}))) {
+        if (
+          k.state === 'retiring' &&
+          k.retire_at !== null &&
+          k.retire_at <= now &&
+          (await tx.keys.transition(k.kid, 'retiring', 'retired', {}))
+        ) {
           await tx.events.append(this.event('key.retired', k, now, 'scheduler', {}));
           done.push(`retired ${k.kid}`);
         }
@@ -233,7 +251,12 @@ export class KeyManager {
         expires_at: now + this.policy.maxTokenLifetime * 1000,
         reason: opts.reason ?? 'emergency key rotation',
       });
-      await tx.events.append(this.event('key.revoked', signing, now, opts.actor, { reason: opts.reason ?? 'emergency key rotation', replaced_by: rec.kid }));
+      await tx.events.append(
+        this.event('key.revoked', signing, now, opts.actor, {
+          reason: opts.reason ?? 'emergency key rotation',
+          replaced_by: rec.kid,
+        }),
+      );
       return { created: rec, revoked: signing.kid };
     });
     await this.reload();

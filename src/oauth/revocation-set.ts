@@ -62,7 +62,10 @@ export class RevocationSet {
       t.grant_id ? this.byKey.get(RevocationSet.key('grant', t.grant_id)) : undefined,
     ].find(Boolean);
     if (direct) return direct;
-    for (const r of [this.byKey.get(RevocationSet.key('client', t.client_id)), this.byKey.get(RevocationSet.key('subject', t.sub))]) {
+    for (const r of [
+      this.byKey.get(RevocationSet.key('client', t.client_id)),
+      this.byKey.get(RevocationSet.key('subject', t.sub)),
+    ]) {
       if (r && t.iat * 1000 <= r.revoked_at) return r;
     }
     return undefined;

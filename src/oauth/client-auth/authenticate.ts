@@ -1,6 +1,6 @@
 import { InvalidClient, InvalidRequest, type OAuthError } from '../../errors/oauth-error.ts';
 import type { ClientRecord } from '../../storage/ports.ts';
-import { type OAuthContext, type RequestMeta, eventBase } from '../context.ts';
+import { eventBase, type OAuthContext, type RequestMeta } from '../context.ts';
 import { parseBasic, verifyClientSecret } from './client-secret.ts';
 import { JWT_BEARER_ASSERTION, verifyClientAssertion } from './private-key-jwt.ts';
 
@@ -15,7 +15,11 @@ export interface AuthenticatedClient {
 }
 
 /** Which method the request used, per RFC 6749 §2.3 (exactly one) and RFC 7521 §4.2. */
-function detectMethod(input: ClientAuthInput): { method: AuthenticatedClient['method']; clientId: string | undefined; secret?: string } {
+function detectMethod(input: ClientAuthInput): {
+  method: AuthenticatedClient['method'];
+  clientId: string | undefined;
+  secret?: string;
+} {
   const p = input.params;
   const used: AuthenticatedClient['method'][] = [];
   let basic: { clientId: string; secret: string } | undefined;
@@ -28,10 +32,12 @@ function detectMethod(input: ClientAuthInput): { method: AuthenticatedClient['me
   if (p.client_assertion !== undefined || p.client_assertion_type !== undefined) used.push('private_key_jwt');
   if (used.length > 1) throw new InvalidRequest('use exactly one client authentication method (RFC 6749 §2.3)');
   if (basic) {
-    if (p.client_id !== undefined && p.client_id !== basic.clientId) throw new InvalidRequest('client_id does not match the Basic credentials');
+    if (p.client_id !== undefined && p.client_id !== basic.clientId)
+      throw new InvalidRequest('client_id does not match the Basic credentials');
     return { method: 'client_secret_basic', clientId: basic.clientId, secret: basic.secret };
   }
-  if (used[0] === 'client_secret_post') return { method: 'client_secret_post', clientId: p.client_id, secret: p.client_secret };
+  if (used[0] === 'client_secret_post')
+    return { method: 'client_secret_post', clientId: p.client_id, secret: p.client_secret };
   if (used[0] === 'private_key_jwt') return { method: 'private_key_jwt', clientId: p.client_id };
   return { method: 'none', clientId: p.client_id };
 }
@@ -67,11 +73,18 @@ export async function authenticateClient(
       client_id: clientId ?? null,
       data: { method: detected.method, reason, ip: meta.ip },
     });
-    throw err ?? new InvalidClient(reason === 'unknown client' || reason === 'wrong secret' ? 'client authentication failed' : reason, usedBasic);
+    throw (
+      err ??
+      new InvalidClient(
+        reason === 'unknown client' || reason === 'wrong secret' ? 'client authentication failed' : reason,
+        usedBasic,
+      )
+    );
   };
   if (detected.method === 'private_key_jwt') {
     const p = input.params;
-    if (p.client_assertion_type !== JWT_BEARER_ASSERTION) return fail('client_assertion_type must be ' + JWT_BEARER_ASSERTION);
+    if (p.client_assertion_type !== JWT_BEARER_ASSERTION)
+      return fail(`client_assertion_type must be ${JWT_BEARER_ASSERTION}`);
     if (!p.client_assertion) return fail('client_assertion is missing');
     const sub = assertionSubject(p.client_assertion);
     if (clientId === undefined) clientId = sub;

@@ -1,4 +1,11 @@
-import { createLocalJWKSet, createRemoteJWKSet, decodeProtectedHeader, errors, type JWTVerifyGetKey, jwtVerify } from 'jose';
+import {
+  createLocalJWKSet,
+  createRemoteJWKSet,
+  decodeProtectedHeader,
+  errors,
+  type JWTVerifyGetKey,
+  jwtVerify,
+} from 'jose';
 import { ASSERTION_ALGORITHMS } from '../../config/schema.ts';
 import { InvalidClient } from '../../errors/oauth-error.ts';
 import { sha256Hex } from '../../lib/crypto.ts';
@@ -15,7 +22,11 @@ function keySource(client: ClientRecord): JWTVerifyGetKey {
   if (client.jwks_uri) {
     let set = remoteSets.get(client.jwks_uri);
     if (!set) {
-      set = createRemoteJWKSet(new URL(client.jwks_uri), { timeoutDuration: 3000, cooldownDuration: 30000, cacheMaxAge: 600000 });
+      set = createRemoteJWKSet(new URL(client.jwks_uri), {
+        timeoutDuration: 3000,
+        cooldownDuration: 30000,
+        cacheMaxAge: 600000,
+      });
       remoteSets.set(client.jwks_uri, set);
     }
     return set;
@@ -30,7 +41,9 @@ function keySource(client: ClientRecord): JWTVerifyGetKey {
  */
 export async function verifyClientAssertion(ctx: OAuthContext, client: ClientRecord, assertion: string): Promise<void> {
   const { tokens } = ctx.config;
-  const allowed = client.token_endpoint_auth_signing_alg ? [client.token_endpoint_auth_signing_alg] : [...ASSERTION_ALGORITHMS];
+  const allowed = client.token_endpoint_auth_signing_alg
+    ? [client.token_endpoint_auth_signing_alg]
+    : [...ASSERTION_ALGORITHMS];
   let header: ReturnType<typeof decodeProtectedHeader>;
   try {
     header = decodeProtectedHeader(assertion);

@@ -10,7 +10,11 @@ export type IntrospectionResponse = { active: false } | ({ active: true } & Reco
  * the token's audience is one of the caller's resources; otherwise, and for anything invalid, expired or revoked,
  * the answer is exactly {"active": false} (§2.2) so nothing leaks.
  */
-export async function introspectionEndpoint(ctx: OAuthContext, input: ClientAuthInput, meta: RequestMeta): Promise<IntrospectionResponse> {
+export async function introspectionEndpoint(
+  ctx: OAuthContext,
+  input: ClientAuthInput,
+  meta: RequestMeta,
+): Promise<IntrospectionResponse> {
   const { client } = await authenticateClient(ctx, input, meta, { allowPublic: false });
   const token = input.params.token;
   if (token === undefined || token === '') throw new InvalidRequest('token is required');
@@ -23,11 +27,19 @@ export async function introspectionEndpoint(ctx: OAuthContext, input: ClientAuth
     const c = v.claims;
     const now = Math.floor(ctx.clock.nowMs() / 1000);
     const auds = Array.isArray(c.aud) ? c.aud : [c.aud];
-    const revoked = ctx.revocations.check({ jti: c.jti, iat: c.iat, client_id: c.client_id, sub: c.sub, kid: v.header.kid, grant_id: c.grant_id });
+    const revoked = ctx.revocations.check({
+      jti: c.jti,
+      iat: c.iat,
+      client_id: c.client_id,
+      sub: c.sub,
+      kid: v.header.kid,
+      grant_id: c.grant_id,
+    });
     if (c.exp <= now) verdict = 'expired';
     else if (typeof c.nbf === 'number' && c.nbf > now + ctx.config.tokens.clock_skew) verdict = 'not_yet_valid';
     else if (revoked) verdict = 'revoked';
-    else if (c.client_id !== client.client_id && !auds.some((a) => client.resources.includes(a))) verdict = 'not_authorized';
+    else if (c.client_id !== client.client_id && !auds.some((a) => client.resources.includes(a)))
+      verdict = 'not_authorized';
     else {
       verdict = 'active';
       result = {

@@ -15,7 +15,10 @@ export async function revocationEndpoint(ctx: OAuthContext, input: ClientAuthInp
   if (!v) return;
   const c = v.claims;
   if (c.client_id !== client.client_id) {
-    ctx.log.warn({ request_id: meta.requestId, client_id: client.client_id, jti: c.jti }, 'revocation of another client\'s token refused');
+    ctx.log.warn(
+      { request_id: meta.requestId, client_id: client.client_id, jti: c.jti },
+      "revocation of another client's token refused",
+    );
     return;
   }
   const now = ctx.clock.nowMs();

@@ -1,6 +1,6 @@
 import { InvalidRequest, OAuthError, UnauthorizedClient, UnsupportedGrantType } from '../../errors/oauth-error.ts';
 import { authenticateClient, type ClientAuthInput } from '../client-auth/authenticate.ts';
-import { type OAuthContext, type RequestMeta, eventBase } from '../context.ts';
+import { eventBase, type OAuthContext, type RequestMeta } from '../context.ts';
 import { clientCredentialsGrant, type TokenResponse } from '../grants/client-credentials.ts';
 
 type GrantHandler = typeof clientCredentialsGrant;
@@ -11,7 +11,11 @@ export const GRANT_HANDLERS: Readonly<Record<string, GrantHandler>> = {
 };
 
 /** RFC 6749 §3.2 token endpoint: authenticate the client, check the grant, run its handler. */
-export async function tokenEndpoint(ctx: OAuthContext, input: ClientAuthInput, meta: RequestMeta): Promise<TokenResponse> {
+export async function tokenEndpoint(
+  ctx: OAuthContext,
+  input: ClientAuthInput,
+  meta: RequestMeta,
+): Promise<TokenResponse> {
   const grantType = input.params.grant_type;
   let clientId = 'unknown';
   try {
@@ -20,13 +24,18 @@ export async function tokenEndpoint(ctx: OAuthContext, input: ClientAuthInput, m
     if (!handler) throw new UnsupportedGrantType(`grant_type ${grantType.slice(0, 100)} is not supported`);
     const { client } = await authenticateClient(ctx, input, meta, { allowPublic: grantType !== 'client_credentials' });
     clientId = client.client_id;
-    if (!client.grant_types.includes(grantType)) throw new UnauthorizedClient(`this client may not use grant_type ${grantType}`);
+    if (!client.grant_types.includes(grantType))
+      throw new UnauthorizedClient(`this client may not use grant_type ${grantType}`);
     const res = await handler(ctx, client, input.params, meta);
     ctx.metrics.tokenIssued(clientId, grantType);
     return res;
   } catch (e) {
     if (e instanceof OAuthError) {
-      ctx.metrics.tokenFailed(clientId, grantType && Object.hasOwn(GRANT_HANDLERS, grantType) ? grantType : 'other', e.code);
+      ctx.metrics.tokenFailed(
+        clientId,
+        grantType && Object.hasOwn(GRANT_HANDLERS, grantType) ? grantType : 'other',
+        e.code,
+      );
       if (clientId !== 'unknown') {
         await ctx.events.write({
           ...eventBase(ctx, meta),

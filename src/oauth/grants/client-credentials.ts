@@ -37,7 +37,12 @@ export function resolveResource(ctx: OAuthContext, client: ClientRecord, request
  * Granted scopes: requested ⊆ client's allowed ∩ resource's scopes (RFC 6749 §3.3). Omitted scope means every
  * scope the client is allowed on that resource.
  */
-export function resolveScopes(ctx: OAuthContext, client: ClientRecord, resource: string, requested: string | undefined): string[] {
+export function resolveScopes(
+  ctx: OAuthContext,
+  client: ClientRecord,
+  resource: string,
+  requested: string | undefined,
+): string[] {
   const allowed = new Set(client.scope.split(' ').filter(Boolean));
   const resourceScopes = new Set(ctx.config.resources.find((r) => r.identifier === resource)?.scopes ?? []);
   if (requested === undefined) return [...allowed].filter((s) => resourceScopes.has(s));
@@ -60,6 +65,10 @@ export async function clientCredentialsGrant(
 ): Promise<TokenResponse> {
   const resource = resolveResource(ctx, client, params.resource);
   const scopes = resolveScopes(ctx, client, resource, params.scope);
-  const t = await issueAccessToken(ctx, { clientId: client.client_id, sub: client.client_id, resource, scopes, grantType: 'client_credentials' }, meta);
+  const t = await issueAccessToken(
+    ctx,
+    { clientId: client.client_id, sub: client.client_id, resource, scopes, grantType: 'client_credentials' },
+    meta,
+  );
   return { access_token: t.access_token, token_type: t.token_type, expires_in: t.expires_in, scope: t.scope };
 }

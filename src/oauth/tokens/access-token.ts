@@ -1,4 +1,4 @@
-import { createPublicKey, type KeyObject, constants, verify } from 'node:crypto';
+import { constants, createPublicKey, type KeyObject, verify } from 'node:crypto';
 import { randomId } from '../../lib/crypto.ts';
 import type { OAuthContext, RequestMeta } from '../context.ts';
 import { signCompact } from './jws.ts';
@@ -31,7 +31,11 @@ export function accessTokenTtl(ctx: OAuthContext, resource: string): number {
  * Issues an RFC 9068 JWT access token. The token leaves only after its token.issued event is durable
  * (group commit): no token without its record.
  */
-export async function issueAccessToken(ctx: OAuthContext, grant: AccessTokenGrant, meta: RequestMeta): Promise<IssuedAccessToken> {
+export async function issueAccessToken(
+  ctx: OAuthContext,
+  grant: AccessTokenGrant,
+  meta: RequestMeta,
+): Promise<IssuedAccessToken> {
   const signer = ctx.keys.current();
   const nowMs = ctx.clock.nowMs();
   const iat = Math.floor(nowMs / 1000);
@@ -58,7 +62,14 @@ export async function issueAccessToken(ctx: OAuthContext, grant: AccessTokenGran
     subject: grant.sub,
     jti,
     grant_id: grant.grantId ?? null,
-    data: { token_type: 'access_token', grant_type: grant.grantType, aud: grant.resource, scope, exp: iat + ttl, kid: signer.kid },
+    data: {
+      token_type: 'access_token',
+      grant_type: grant.grantType,
+      aud: grant.resource,
+      scope,
+      exp: iat + ttl,
+      kid: signer.kid,
+    },
   });
   return { access_token: token, token_type: 'Bearer', expires_in: ttl, scope, jti, kid: signer.kid };
 }
@@ -125,7 +136,9 @@ export function verifyOwnAccessToken(ctx: OAuthContext, token: string): Verified
     publicKeys.set(header.kid, key);
   }
   if (!verifySignature(header.alg, key, Buffer.from(`${h}.${p}`), Buffer.from(s, 'base64url'))) return undefined;
-  if (claims.iss !== ctx.config.issuer || typeof claims.jti !== 'string' || typeof claims.exp !== 'number') return undefined;
-  if (typeof claims.iat !== 'number' || typeof claims.client_id !== 'string' || typeof claims.sub !== 'string') return undefined;
+  if (claims.iss !== ctx.config.issuer || typeof claims.jti !== 'string' || typeof claims.exp !== 'number')
+    return undefined;
+  if (typeof claims.iat !== 'number' || typeof claims.client_id !== 'string' || typeof claims.sub !== 'string')
+    return undefined;
   return { header, claims };
 }

@@ -4,7 +4,12 @@ import { constants, type KeyObject, sign } from 'node:crypto';
  * Compact JWS signing with node:crypto directly (synchronous, no WebCrypto promise hop): issuance is the hot path.
  * Verification of incoming JWTs uses jose.
  */
-export function signCompact(header: Record<string, unknown>, payload: Record<string, unknown>, alg: string, key: KeyObject): string {
+export function signCompact(
+  header: Record<string, unknown>,
+  payload: Record<string, unknown>,
+  alg: string,
+  key: KeyObject,
+): string {
   const input = `${Buffer.from(JSON.stringify(header)).toString('base64url')}.${Buffer.from(JSON.stringify(payload)).toString('base64url')}`;
   const data = Buffer.from(input);
   let sig: Buffer;

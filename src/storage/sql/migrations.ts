@@ -97,8 +97,12 @@ export function migrations(dialect: 'sqlite' | 'postgres'): Record<string, Migra
         // Append-only: the events table refuses UPDATE of anything but leaf_index, and DELETE (defence in depth;
         // the audit issue adds cryptographic sealing on top).
         if (dialect === 'sqlite') {
-          await sql`CREATE TRIGGER events_no_delete BEFORE DELETE ON events BEGIN SELECT RAISE(ABORT, 'events are append-only'); END`.execute(db);
-          await sql`CREATE TRIGGER events_no_update BEFORE UPDATE OF id, type, at, client_id, subject, jti, grant_id, request_id, actor, data ON events BEGIN SELECT RAISE(ABORT, 'events are append-only'); END`.execute(db);
+          await sql`CREATE TRIGGER events_no_delete BEFORE DELETE ON events BEGIN SELECT RAISE(ABORT, 'events are append-only'); END`.execute(
+            db,
+          );
+          await sql`CREATE TRIGGER events_no_update BEFORE UPDATE OF id, type, at, client_id, subject, jti, grant_id, request_id, actor, data ON events BEGIN SELECT RAISE(ABORT, 'events are append-only'); END`.execute(
+            db,
+          );
         } else {
           await sql`CREATE FUNCTION portcullis_events_append_only() RETURNS trigger LANGUAGE plpgsql AS $$
             BEGIN
@@ -109,7 +113,9 @@ export function migrations(dialect: 'sqlite' | 'postgres'): Record<string, Migra
               END IF;
               RETURN NEW;
             END $$`.execute(db);
-          await sql`CREATE TRIGGER events_append_only BEFORE UPDATE OR DELETE ON events FOR EACH ROW EXECUTE FUNCTION portcullis_events_append_only()`.execute(db);
+          await sql`CREATE TRIGGER events_append_only BEFORE UPDATE OR DELETE ON events FOR EACH ROW EXECUTE FUNCTION portcullis_events_append_only()`.execute(
+            db,
+          );
         }
       },
     },

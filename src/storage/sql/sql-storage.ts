@@ -117,11 +117,18 @@ function bindStores(q: Q): Stores {
   const users: UserStore = {
     async getByUsername(username) {
       const r = await q.selectFrom('users').selectAll().where('username', '=', username).executeTakeFirst();
-      return r ? { ...r, disabled: !!r.disabled, created_at: num(r.created_at), updated_at: num(r.updated_at) } : undefined;
+      return r
+        ? { ...r, disabled: !!r.disabled, created_at: num(r.created_at), updated_at: num(r.updated_at) }
+        : undefined;
     },
     async list() {
       const rows = await q.selectFrom('users').selectAll().orderBy('username').execute();
-      return rows.map((r) => ({ ...r, disabled: !!r.disabled, created_at: num(r.created_at), updated_at: num(r.updated_at) }));
+      return rows.map((r) => ({
+        ...r,
+        disabled: !!r.disabled,
+        created_at: num(r.created_at),
+        updated_at: num(r.updated_at),
+      }));
     },
     async upsert(u: UserRecord) {
       const row = { ...u, disabled: u.disabled ? 1 : 0 };
@@ -160,7 +167,13 @@ function bindStores(q: Q): Stores {
       return toRevocation(row);
     },
     async listAfter(afterId, limit) {
-      const rows = await q.selectFrom('revocations').selectAll().where('id', '>', afterId).orderBy('id').limit(limit).execute();
+      const rows = await q
+        .selectFrom('revocations')
+        .selectAll()
+        .where('id', '>', afterId)
+        .orderBy('id')
+        .limit(limit)
+        .execute();
       return rows.map(toRevocation);
     },
     async find(pairs) {
@@ -200,11 +213,20 @@ function bindStores(q: Q): Stores {
     async appendMany(list) {
       // 11 columns per row; stay well under SQLite's 32766 bound parameters per statement.
       for (let i = 0; i < list.length; i += 500) {
-        await q.insertInto('events').values(list.slice(i, i + 500).map(eventRow)).execute();
+        await q
+          .insertInto('events')
+          .values(list.slice(i, i + 500).map(eventRow))
+          .execute();
       }
     },
     async listAfter(afterId, limit) {
-      const rows = await q.selectFrom('events').selectAll().where('id', '>', afterId).orderBy('id').limit(limit).execute();
+      const rows = await q
+        .selectFrom('events')
+        .selectAll()
+        .where('id', '>', afterId)
+        .orderBy('id')
+        .limit(limit)
+        .execute();
       return rows.map((r) => ({
         id: num(r.id),
         type: r.type as StoredEvent['type'],
@@ -219,7 +241,10 @@ function bindStores(q: Q): Stores {
       }));
     },
     async count() {
-      const r = await q.selectFrom('events').select((eb) => eb.fn.countAll().as('n')).executeTakeFirstOrThrow();
+      const r = await q
+        .selectFrom('events')
+        .select((eb) => eb.fn.countAll().as('n'))
+        .executeTakeFirstOrThrow();
       return num(r.n);
     },
   };
@@ -293,7 +318,9 @@ class SqlStorage implements Storage {
     const dv = this.dataVersion.get() as number;
     if (dv !== this.lastDataVersion) {
       this.lastDataVersion = dv;
-      this.controlVersion ??= this.sqlite.prepare("SELECT CAST(value AS INTEGER) FROM meta WHERE key = 'control_version'").pluck();
+      this.controlVersion ??= this.sqlite
+        .prepare("SELECT CAST(value AS INTEGER) FROM meta WHERE key = 'control_version'")
+        .pluck();
       this.lastControlVersion = Number(this.controlVersion.get() ?? 0);
     }
     return this.lastControlVersion;

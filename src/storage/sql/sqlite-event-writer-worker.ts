@@ -14,7 +14,17 @@ const insert = db.prepare(
 const insertAll = db.transaction((batches: Array<{ events: SecurityEvent[] }>) => {
   for (const b of batches)
     for (const e of b.events)
-      insert.run(e.type, e.at, e.client_id ?? null, e.subject ?? null, e.jti ?? null, e.grant_id ?? null, e.request_id ?? null, e.actor ?? null, JSON.stringify(e.data));
+      insert.run(
+        e.type,
+        e.at,
+        e.client_id ?? null,
+        e.subject ?? null,
+        e.jti ?? null,
+        e.grant_id ?? null,
+        e.request_id ?? null,
+        e.actor ?? null,
+        JSON.stringify(e.data),
+      );
 });
 
 let pending: Array<{ id: number; events: SecurityEvent[] }> = [];
