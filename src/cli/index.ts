@@ -111,6 +111,24 @@ export async function runCli(argv: string[]): Promise<void> {
       }
     });
 
+  program
+    .command('backup')
+    .description(
+      'consistent online backup of SQLite storage to a file (PostgreSQL: use pg_dump); the KEK is not included',
+    )
+    .addOption(configOpt())
+    .requiredOption('-o, --output <file>', 'backup file to write')
+    .action(async (o: { config?: string; output: string }) => {
+      try {
+        const out = resolve(o.output);
+        if (existsSync(out)) throw new Error(`${out} exists; choose a new file`);
+        await withStorage(o.config, async ({ storage }) => storage.backup(out));
+        process.stdout.write(`backup written to ${out}; back up the key-encryption key separately\n`);
+      } catch (e) {
+        fail(e);
+      }
+    });
+
   const keys = program.command('keys').description('signing keys');
   keys
     .command('list')

@@ -140,6 +140,8 @@ export interface Storage extends Stores {
    * (SQLite: a writer thread). Used by group commit for events that are the whole state change (token.issued).
    */
   appendEventsBatch(events: SecurityEvent[]): Promise<void>;
+  /** Online backup to a file (SQLite). PostgreSQL refuses with a message pointing at pg_dump. */
+  backup(destination: string): Promise<void>;
   ping(): Promise<void>;
   close(): Promise<void>;
 }

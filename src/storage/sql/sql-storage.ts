@@ -334,6 +334,12 @@ class SqlStorage implements Storage {
     return this.withTransaction((tx) => tx.events.appendMany(events));
   }
 
+  async backup(destination: string): Promise<void> {
+    if (!this.sqlite) throw new Error('backup of PostgreSQL storage: use pg_dump (and keep the KEK separately)');
+    // The SQLite online backup API copies a consistent snapshot while the server keeps running.
+    await this.sqlite.backup(destination);
+  }
+
   async ping(): Promise<void> {
     await this.db.selectFrom('meta').select('key').limit(1).execute();
   }
