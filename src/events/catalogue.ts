@@ -16,6 +16,7 @@ export const EVENT_TYPES = [
   'user.updated',
   'key.created',
   'key.activated',
+  'key.deactivated',
   'key.retired',
   'key.revoked',
   'config.applied',

@@ -196,6 +196,12 @@ export class KeyManager {
               retire_at: retireAt,
             })
           ) {
+            await tx.events.append(
+              this.event('key.deactivated', k, now, 'scheduler', {
+                replaced_by: signing.kid,
+                retire_at: new Date(retireAt).toISOString(),
+              }),
+            );
             done.push(`retiring ${k.kid} until ${new Date(retireAt).toISOString()}`);
           }
         }
