@@ -119,7 +119,7 @@ export async function buildApp(opts: AppOptions) {
     return reply.headers(tokenHeaders).send(res);
   });
   app.post(PATHS.revoke, async (req, reply) => {
-    await ctx.refresh();
+    await ctx.refresh({ force: true });
     await revocationEndpoint(ctx, formInput(req), meta(req));
     return reply.headers(tokenHeaders).send();
   });
@@ -131,7 +131,7 @@ export async function buildApp(opts: AppOptions) {
   app.get('/.well-known/openid-configuration', metadata);
   app.get('/.well-known/oauth-authorization-server', metadata);
   app.get(PATHS.jwks, async (_req, reply) => {
-    await ctx.refresh();
+    await ctx.refresh({ force: true });
     return publicCache(reply, ctx.config.keys.jwks_max_age).type('application/jwk-set+json').send(ctx.keys.jwks());
   });
 

@@ -1,8 +1,9 @@
-import { createPrivateKey, generateKeyPairSync, type KeyObject } from 'node:crypto';
+import { createPrivateKey, generateKeyPairSync, type KeyObject, type webcrypto } from 'node:crypto';
 import { calculateJwkThumbprint, type JWK } from 'jose';
 import type { SigningAlgorithm } from '../config/schema.ts';
 import type { SecurityEvent } from '../events/catalogue.ts';
 import type { Clock } from '../lib/clock.ts';
+import { webCryptoAlgorithm } from '../oauth/tokens/jws.ts';
 import type { SigningKeyRecord, Storage, Stores } from '../storage/ports.ts';
 import type { Kek } from './kek.ts';
 
@@ -20,6 +21,8 @@ export interface ActiveKey {
   kid: string;
   alg: string;
   key: KeyObject;
+  /** The same private key as a WebCrypto key, for signing off the main thread. */
+  cryptoKey: webcrypto.CryptoKey;
 }
 
 export interface RotationResult {
@@ -53,7 +56,7 @@ export function isPublished(k: SigningKeyRecord, now: number): boolean {
  */
 export class KeyManager {
   private keys: SigningKeyRecord[] = [];
-  private readonly decrypted = new Map<string, KeyObject>();
+  private readonly decrypted = new Map<string, { key: KeyObject; cryptoKey: webcrypto.CryptoKey }>();
   private readonly storage: Storage;
   private readonly kek: Kek;
   private readonly policy: KeyPolicy;
@@ -133,8 +136,8 @@ export class KeyManager {
   current(): ActiveKey {
     const rec = this.signingRecord();
     if (!rec) throw new Error('no signing key is active');
-    let key = this.decrypted.get(rec.kid);
-    if (!key) {
+    let entry = this.decrypted.get(rec.kid);
+    if (!entry) {
       let jwk: JWK;
       try {
         jwk = JSON.parse(this.kek.decrypt(rec.private_enc, rec.kid));
@@ -143,10 +146,11 @@ export class KeyManager {
           `cannot decrypt signing key ${rec.kid}: the key-encryption key (${this.kek.source}) is not the one it was stored under`,
         );
       }
-      key = createPrivateKey({ key: jwk as never, format: 'jwk' });
-      this.decrypted.set(rec.kid, key);
+      const key = createPrivateKey({ key: jwk as never, format: 'jwk' });
+      entry = { key, cryptoKey: key.toCryptoKey(webCryptoAlgorithm(rec.alg).import, false, ['sign']) };
+      this.decrypted.set(rec.kid, entry);
     }
-    return { kid: rec.kid, alg: rec.alg, key };
+    return { kid: rec.kid, alg: rec.alg, ...entry };
   }
 
   /** Public keys currently published, newest first. */

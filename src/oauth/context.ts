@@ -26,7 +26,7 @@ export interface OAuthContext {
   metrics: OAuthMetrics;
   log: Logger;
   /** Brings in-memory state (keys, revocations, clients) up to date with writes from other processes. */
-  refresh(): Promise<void>;
+  refresh(opts?: { force?: boolean }): Promise<void>;
 }
 
 /** Per-request facts the HTTP layer passes down. */

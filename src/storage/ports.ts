@@ -135,6 +135,8 @@ export interface Storage extends Stores {
    * Returns undefined when the backend cannot tell (then callers poll).
    */
   externalChangeMarker(): number | undefined;
+  /** The control_version counter (bumped by triggers on keys, revocations, clients, users), read with a query. */
+  controlVersion(): Promise<number>;
   /**
    * Durably appends a batch of events in one transaction, off the request path where the backend allows it
    * (SQLite: a writer thread). Used by group commit for events that are the whole state change (token.issued).

@@ -18,7 +18,7 @@ export async function introspectionEndpoint(
   const { client } = await authenticateClient(ctx, input, meta, { allowPublic: false });
   const token = input.params.token;
   if (token === undefined || token === '') throw new InvalidRequest('token is required');
-  await ctx.refresh();
+  await ctx.refresh({ force: true });
   // Without a cheap change marker (PostgreSQL) read new revocations now: an emergency revocation made by another
   // node or the CLI must be honoured at once, not after the next poll.
   if (ctx.storage.externalChangeMarker() === undefined) await ctx.revocations.sync();

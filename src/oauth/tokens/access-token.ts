@@ -1,7 +1,7 @@
 import { constants, createPublicKey, type KeyObject, verify } from 'node:crypto';
 import { randomId } from '../../lib/crypto.ts';
 import type { OAuthContext, RequestMeta } from '../context.ts';
-import { signCompact } from './jws.ts';
+import { signCompactAsync } from './jws.ts';
 
 export interface AccessTokenGrant {
   clientId: string;
@@ -53,7 +53,12 @@ export async function issueAccessToken(
     exp: iat + ttl,
   };
   if (grant.grantId) claims.grant_id = grant.grantId;
-  const token = signCompact({ alg: signer.alg, typ: 'at+jwt', kid: signer.kid }, claims, signer.alg, signer.key);
+  const token = await signCompactAsync(
+    { alg: signer.alg, typ: 'at+jwt', kid: signer.kid },
+    claims,
+    signer.alg,
+    signer.cryptoKey,
+  );
   await ctx.events.write({
     type: 'token.issued',
     at: nowMs,

@@ -136,5 +136,24 @@ export function migrations(dialect: 'sqlite' | 'postgres'): Record<string, Migra
         }
       },
     },
+    '0003_control_version_postgres': {
+      // PostgreSQL gets the same control_version counter, so every node notices a CLI's or another node's key
+      // rotation or revocation with one cheap query instead of waiting for a poll.
+      async up(db: Kysely<unknown>) {
+        if (dialect !== 'postgres') return;
+        await sql`CREATE FUNCTION portcullis_bump_control_version() RETURNS trigger LANGUAGE plpgsql AS $$
+          BEGIN
+            UPDATE meta SET value = (CAST(value AS bigint) + 1)::text WHERE key = 'control_version';
+            RETURN NULL;
+          END $$`.execute(db);
+        for (const table of ['signing_keys', 'revocations', 'clients', 'users']) {
+          await sql
+            .raw(
+              `CREATE TRIGGER ${table}_bump_control_version AFTER INSERT OR UPDATE OR DELETE ON ${table} FOR EACH STATEMENT EXECUTE FUNCTION portcullis_bump_control_version()`,
+            )
+            .execute(db);
+        }
+      },
+    },
   };
 }

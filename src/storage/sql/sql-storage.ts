@@ -305,7 +305,7 @@ class SqlStorage implements Storage {
   }
 
   private dataVersion: Database.Statement | undefined;
-  private controlVersion: Database.Statement | undefined;
+  private controlVersionStmt: Database.Statement | undefined;
   private lastDataVersion = -1;
   private lastControlVersion = -1;
   private eventWriter: SqliteEventWriter | undefined;
@@ -318,12 +318,17 @@ class SqlStorage implements Storage {
     const dv = this.dataVersion.get() as number;
     if (dv !== this.lastDataVersion) {
       this.lastDataVersion = dv;
-      this.controlVersion ??= this.sqlite
+      this.controlVersionStmt ??= this.sqlite
         .prepare("SELECT CAST(value AS INTEGER) FROM meta WHERE key = 'control_version'")
         .pluck();
-      this.lastControlVersion = Number(this.controlVersion.get() ?? 0);
+      this.lastControlVersion = Number(this.controlVersionStmt.get() ?? 0);
     }
     return this.lastControlVersion;
+  }
+
+  async controlVersion(): Promise<number> {
+    const r = await this.db.selectFrom('meta').select('value').where('key', '=', 'control_version').executeTakeFirst();
+    return Number(r?.value ?? 0);
   }
 
   appendEventsBatch(events: SecurityEvent[]): Promise<void> {
