@@ -180,7 +180,9 @@ export async function runCli(argv: string[]): Promise<void> {
           const km = new KeyManager(storage, kek, m.keyPolicy(config), systemClock);
           const r = await km.rotate({ emergency: !!o.emergency, actor: 'cli', reason: o.reason });
           if (o.emergency)
-            process.stdout.write(`new key ${r.created.kid} signs now${r.revoked ? `; revoked ${r.revoked}` : ''}\n`);
+            process.stdout.write(
+              `new key ${r.created.kid} signs now; revoked ${(r.revokedAll ?? []).join(', ') || 'nothing'}\n`,
+            );
           else
             process.stdout.write(
               `key ${r.created.kid} is published and signs from ${new Date(r.created.activates_at).toISOString()}\n`,

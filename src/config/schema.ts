@@ -183,7 +183,13 @@ export const configSchema = z.strictObject({
   limits: z
     .strictObject({
       body_bytes: z.number().int().min(256).max(1048576).default(16384).describe('Largest request body (413 above).'),
-      parameter_bytes: z.number().int().min(64).max(65536).default(4096).describe('Largest single form parameter.'),
+      parameter_bytes: z
+        .number()
+        .int()
+        .min(1024, 'must be at least 1024 (an access token alone is about 700 bytes)')
+        .max(65536)
+        .default(4096)
+        .describe('Largest single form parameter.'),
     })
     .prefault({}),
   log: z

@@ -83,6 +83,19 @@ export async function buildApp(opts: AppOptions) {
   });
   app.addHook('onResponse', async (req, reply) => {
     metrics.observeRequest(req.routeOptions.url ?? 'unmatched', req.method, reply.statusCode, reply.elapsedTime / 1000);
+    // Access log at debug only: at info the events table is the record, and logging every token request costs.
+    if (ctx.log.isLevelEnabled('debug'))
+      req.log.debug(
+        {
+          request_id: req.id,
+          method: req.method,
+          route: req.routeOptions.url ?? req.url.split('?')[0],
+          status: reply.statusCode,
+          ms: reply.elapsedTime,
+          ip: req.ip,
+        },
+        'request',
+      );
   });
 
   app.setErrorHandler((err, req, reply) => {

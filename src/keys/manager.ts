@@ -27,7 +27,10 @@ export interface ActiveKey {
 
 export interface RotationResult {
   created: SigningKeyRecord;
-  revoked?: string;
+  /** The key that was signing when an emergency rotation began. */
+  revoked?: string | undefined;
+  /** Every key revoked by an emergency rotation (signing, pre-published next, retiring). */
+  revokedAll?: string[];
 }
 
 function generate(alg: SigningAlgorithm): { privateJwk: JWK; publicJwk: JWK } {
@@ -252,22 +255,27 @@ export class KeyManager {
       }
       const rec = await this.createKey(tx, now, now, opts.actor);
       await tx.events.append(this.event('key.activated', rec, now, opts.actor, { emergency: true }));
-      if (!signing) return { created: rec };
-      await tx.keys.transition(signing.kid, signing.state, 'revoked', { revoked_at: now, deactivated_at: now });
-      await tx.revocations.add({
-        kind: 'kid',
-        value: signing.kid,
-        revoked_at: now,
-        expires_at: now + this.policy.maxTokenLifetime * 1000,
-        reason: opts.reason ?? 'emergency key rotation',
-      });
-      await tx.events.append(
-        this.event('key.revoked', signing, now, opts.actor, {
-          reason: opts.reason ?? 'emergency key rotation',
-          replaced_by: rec.kid,
-        }),
-      );
-      return { created: rec, revoked: signing.kid };
+      // Every key that existed before the incident is suspect (whatever leaked the signing key may have leaked the
+      // pre-published next key or a retiring one too): all leave the JWKS and everything they signed is refused.
+      const suspects = this.keys.filter((k) => isPublished(k, now));
+      const reason = opts.reason ?? 'emergency key rotation';
+      for (const k of suspects) {
+        await tx.keys.transition(k.kid, k.state, 'revoked', {
+          revoked_at: now,
+          deactivated_at: k.deactivated_at ?? now,
+        });
+        await tx.revocations.add({
+          kind: 'kid',
+          value: k.kid,
+          revoked_at: now,
+          expires_at: now + this.policy.maxTokenLifetime * 1000,
+          reason,
+        });
+        await tx.events.append(
+          this.event('key.revoked', k, now, opts.actor, { reason, replaced_by: rec.kid, was: k.state }),
+        );
+      }
+      return { created: rec, revoked: signing?.kid, revokedAll: suspects.map((k) => k.kid) };
     });
     await this.reload();
     return result;
