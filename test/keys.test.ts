@@ -232,6 +232,25 @@ describe('emergency rotation (cli) while the server runs', () => {
     expect(kids).toContain(kid2);
     await expect(verifyAccessToken(server, old.access_token, { audience: API })).rejects.toThrow();
   });
+
+  it('also revokes a key that was pre-published before the incident', async () => {
+    const before = await jwksKids(server);
+    const r1 = await server.cli(['keys', 'rotate']);
+    expect(r1.code, r1.stderr).toBe(0);
+    const pending = (await jwksKids(server)).find((k) => !before.includes(k));
+    expect(pending).toBeDefined();
+    const r2 = await server.cli(['keys', 'rotate', '--emergency']);
+    expect(r2.code, r2.stderr).toBe(0);
+    expect(r2.stdout).toContain(pending as string);
+    const after = await jwksKids(server);
+    expect(after).toHaveLength(1);
+    expect(after).not.toContain(pending);
+    for (const k of before) expect(after).not.toContain(k);
+    // Time passing does not bring the suspect key back into service.
+    await server.advanceClock(3600);
+    const t = await getToken(server, svc);
+    expect(after).toContain(kidOf(t.access_token));
+  });
 });
 
 describe.each([
