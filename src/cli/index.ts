@@ -6,7 +6,7 @@ import { ConfigError } from '../errors/oauth-error.ts';
 import { loadKek } from '../keys/kek.ts';
 import { isPublished, KeyManager } from '../keys/manager.ts';
 import { systemClock } from '../lib/clock.ts';
-import type { RevocationKind } from '../storage/ports.ts';
+import { type RevocationRequest, recordRevocation } from '../oauth/revocation-set.ts';
 
 /** Lazy import keeps `portcullis --help` fast and avoids an import cycle with main.ts. */
 const main = () => import('../main.ts');
@@ -226,23 +226,14 @@ export async function runCli(argv: string[]): Promise<void> {
       try {
         const targets = (['jti', 'client', 'subject'] as const).filter((k) => o[k] !== undefined);
         if (targets.length !== 1) throw new Error('give exactly one of --jti, --client, --subject');
-        const kind = targets[0] as RevocationKind;
+        const kind = targets[0] as RevocationRequest['kind'];
         const value = o[targets[0] as 'jti'] as string;
         await withStorage(o.config, async ({ config, storage, m }) => {
           const now = Date.now();
           const maxLife = m.keyPolicy(config).maxTokenLifetime * 1000;
-          await storage.withTransaction(async (tx) => {
-            await tx.revocations.add({ kind, value, revoked_at: now, expires_at: now + maxLife, reason: o.reason });
-            await tx.events.append({
-              type: 'token.revoked',
-              at: now,
-              actor: 'cli',
-              jti: kind === 'jti' ? value : null,
-              client_id: kind === 'client' ? value : null,
-              subject: kind === 'subject' ? value : null,
-              data: { by: kind, reason: o.reason },
-            });
-          });
+          await storage.withTransaction((tx) =>
+            recordRevocation(tx, { kind, value, at: now, expiresAt: now + maxLife, reason: o.reason, actor: 'cli' }),
+          );
           process.stdout.write(`revoked ${kind} ${value}\n`);
         });
       } catch (e) {

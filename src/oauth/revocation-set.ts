@@ -1,4 +1,42 @@
-import type { RevocationKind, RevocationRecord, Storage } from '../storage/ports.ts';
+import type { SecurityEvent } from '../events/catalogue.ts';
+import type { RevocationKind, RevocationRecord, Storage, Stores } from '../storage/ports.ts';
+
+export interface RevocationRequest {
+  kind: Exclude<RevocationKind, 'kid'>;
+  value: string;
+  at: number;
+  /** When every token the revocation covers has expired (ms): the record can be purged then. */
+  expiresAt: number;
+  reason: string;
+  actor: string;
+  /** Extra correlation for the event (the token's client and subject, the request id). */
+  event?: Partial<Pick<SecurityEvent, 'client_id' | 'subject' | 'request_id'>> & { data?: Record<string, unknown> };
+}
+
+/**
+ * Writes a revocation and its token.revoked event in the caller's transaction: the one place tokens are revoked
+ * by jti, client or subject (the endpoint, the CLI, later the playbooks).
+ */
+export async function recordRevocation(tx: Stores, r: RevocationRequest): Promise<RevocationRecord> {
+  const rec = await tx.revocations.add({
+    kind: r.kind,
+    value: r.value,
+    revoked_at: r.at,
+    expires_at: r.expiresAt,
+    reason: r.reason,
+  });
+  await tx.events.append({
+    type: 'token.revoked',
+    at: r.at,
+    actor: r.actor,
+    request_id: r.event?.request_id ?? null,
+    jti: r.kind === 'jti' ? r.value : null,
+    client_id: r.kind === 'client' ? r.value : (r.event?.client_id ?? null),
+    subject: r.kind === 'subject' ? r.value : (r.event?.subject ?? null),
+    data: { by: r.kind, reason: r.reason, ...r.event?.data },
+  });
+  return rec;
+}
 
 export interface TokenIdentity {
   jti: string;

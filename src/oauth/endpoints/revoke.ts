@@ -1,6 +1,7 @@
 import { InvalidRequest } from '../../errors/oauth-error.ts';
 import { authenticateClient, type ClientAuthInput } from '../client-auth/authenticate.ts';
 import type { OAuthContext, RequestMeta } from '../context.ts';
+import { recordRevocation } from '../revocation-set.ts';
 import { verifyOwnAccessToken } from '../tokens/access-token.ts';
 
 /**
@@ -23,25 +24,21 @@ export async function revocationEndpoint(ctx: OAuthContext, input: ClientAuthInp
   }
   const now = ctx.clock.nowMs();
   if (c.exp * 1000 + ctx.config.tokens.clock_skew * 1000 < now) return; // already dead
-  const rec = await ctx.storage.withTransaction(async (tx) => {
-    const r = await tx.revocations.add({
+  const rec = await ctx.storage.withTransaction((tx) =>
+    recordRevocation(tx, {
       kind: 'jti',
       value: c.jti,
-      revoked_at: now,
-      expires_at: (c.exp + ctx.config.tokens.clock_skew) * 1000,
-      reason: 'revoked by client (RFC 7009)',
-    });
-    await tx.events.append({
-      type: 'token.revoked',
       at: now,
-      request_id: meta.requestId,
-      client_id: client.client_id,
-      subject: c.sub,
-      jti: c.jti,
+      expiresAt: (c.exp + ctx.config.tokens.clock_skew) * 1000,
+      reason: 'revoked by client (RFC 7009)',
       actor: client.client_id,
-      data: { by: 'jti', token_type: 'access_token', exp: c.exp },
-    });
-    return r;
-  });
+      event: {
+        client_id: client.client_id,
+        subject: c.sub,
+        request_id: meta.requestId,
+        data: { token_type: 'access_token', exp: c.exp },
+      },
+    }),
+  );
   ctx.revocations.add(rec);
 }

@@ -1,7 +1,7 @@
-import { constants, createPublicKey, type KeyObject, verify } from 'node:crypto';
+import { createPublicKey, type KeyObject } from 'node:crypto';
 import { randomId } from '../../lib/crypto.ts';
 import type { OAuthContext, RequestMeta } from '../context.ts';
-import { signCompactAsync } from './jws.ts';
+import { signCompactAsync, verifyCompactSignature } from './jws.ts';
 
 export interface AccessTokenGrant {
   clientId: string;
@@ -98,21 +98,6 @@ export interface VerifiedAccessToken {
 
 const publicKeys = new Map<string, KeyObject>();
 
-function verifySignature(alg: string, key: KeyObject, data: Buffer, sig: Buffer): boolean {
-  switch (alg) {
-    case 'ES256':
-      return verify('sha256', data, { key, dsaEncoding: 'ieee-p1363' }, sig);
-    case 'EdDSA':
-      return verify(null, data, key, sig);
-    case 'PS256':
-      return verify('sha256', data, { key, padding: constants.RSA_PKCS1_PSS_PADDING, saltLength: 32 }, sig);
-    case 'RS256':
-      return verify('sha256', data, key, sig);
-    default:
-      return false;
-  }
-}
-
 /**
  * Verifies a token we issued: signature by a key we publish (kid only from our own key set; alg must equal the
  * key's alg), typ at+jwt, iss. Returns undefined for anything that is not one of our access tokens. Does not check
@@ -140,7 +125,7 @@ export function verifyOwnAccessToken(ctx: OAuthContext, token: string): Verified
     key = createPublicKey({ key: jwk as never, format: 'jwk' });
     publicKeys.set(header.kid, key);
   }
-  if (!verifySignature(header.alg, key, Buffer.from(`${h}.${p}`), Buffer.from(s, 'base64url'))) return undefined;
+  if (!verifyCompactSignature(header.alg, key, Buffer.from(`${h}.${p}`), Buffer.from(s, 'base64url'))) return undefined;
   if (claims.iss !== ctx.config.issuer || typeof claims.jti !== 'string' || typeof claims.exp !== 'number')
     return undefined;
   if (typeof claims.iat !== 'number' || typeof claims.client_id !== 'string' || typeof claims.sub !== 'string')

@@ -1,35 +1,19 @@
-import { constants, type KeyObject, sign, type webcrypto } from 'node:crypto';
+import { constants, type KeyObject, verify, type webcrypto } from 'node:crypto';
 
-/**
- * Compact JWS signing with node:crypto directly (synchronous, no WebCrypto promise hop): issuance is the hot path.
- * Verification of incoming JWTs uses jose.
- */
-export function signCompact(
-  header: Record<string, unknown>,
-  payload: Record<string, unknown>,
-  alg: string,
-  key: KeyObject,
-): string {
-  const input = `${Buffer.from(JSON.stringify(header)).toString('base64url')}.${Buffer.from(JSON.stringify(payload)).toString('base64url')}`;
-  const data = Buffer.from(input);
-  let sig: Buffer;
+/** Verifies a compact JWS signature made with one of our signing algorithms (RFC 7518 §3). */
+export function verifyCompactSignature(alg: string, key: KeyObject, data: Buffer, sig: Buffer): boolean {
   switch (alg) {
     case 'ES256':
-      sig = sign('sha256', data, { key, dsaEncoding: 'ieee-p1363' });
-      break;
+      return verify('sha256', data, { key, dsaEncoding: 'ieee-p1363' }, sig);
     case 'EdDSA':
-      sig = sign(null, data, key);
-      break;
+      return verify(null, data, key, sig);
     case 'PS256':
-      sig = sign('sha256', data, { key, padding: constants.RSA_PKCS1_PSS_PADDING, saltLength: 32 });
-      break;
+      return verify('sha256', data, { key, padding: constants.RSA_PKCS1_PSS_PADDING, saltLength: 32 }, sig);
     case 'RS256':
-      sig = sign('sha256', data, key);
-      break;
+      return verify('sha256', data, key, sig);
     default:
-      throw new Error(`unsupported signing algorithm ${alg}`);
+      return false;
   }
-  return `${input}.${sig.toString('base64url')}`;
 }
 
 /** WebCrypto parameters per JWS alg (RFC 7518 §3). */
