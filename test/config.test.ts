@@ -67,6 +67,12 @@ describe('invalid configurations are refused', () => {
     ],
     ['bad type', (c) => Object.assign(c, { limits: { body_bytes: 'lots' } }), 'limits.body_bytes'],
     [
+      'parameter_bytes too small for an access token',
+      (c) => Object.assign(c, { limits: { parameter_bytes: 100 } }),
+      'limits.parameter_bytes',
+      /at least 1024/,
+    ],
+    [
       'missing secret for client_secret_basic',
       (c) => delete (c.clients as ConfigObject[])[0]!.client_secret,
       'clients[0].client_secret',

@@ -111,6 +111,22 @@ describe('logs', () => {
     expect(lines.some((l) => l.msg === 'listening')).toBe(true);
   });
 
+  it('at debug and below, every request gets one access-log line with its request id (and no credentials)', async () => {
+    const res = await postForm(
+      `${server.url}/token`,
+      { grant_type: 'client_credentials' },
+      { basic: ['svc', svc.client_secret] },
+    );
+    expect(res.status).toBe(200);
+    const id = res.headers.get('x-request-id');
+    expect(id).toBeTruthy();
+    await new Promise((r) => setTimeout(r, 300));
+    const line = server.logLines().find((l) => l.msg === 'request' && l.request_id === id);
+    expect(line, 'access-log line for the request').toBeDefined();
+    expect(line).toMatchObject({ method: 'POST', route: '/token', status: 200 });
+    expect(JSON.stringify(line)).not.toContain(svc.client_secret);
+  });
+
   it('never contain a client secret, an Authorization header value, or an issued access token', async () => {
     // Exercise every path that might log: success, failures, introspection, revocation, post auth.
     const t = (await getToken(server, svc)).access_token;
