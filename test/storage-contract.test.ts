@@ -9,7 +9,15 @@ import Database from 'better-sqlite3';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { SecurityEvent } from '../src/events/catalogue.ts';
-import type { ClientRecord, SigningKeyRecord, Storage } from '../src/storage/ports.ts';
+import type {
+  AuthorizationCodeRecord,
+  ClientRecord,
+  DeviceCodeRecord,
+  GrantRecord,
+  RefreshTokenRecord,
+  SigningKeyRecord,
+  Storage,
+} from '../src/storage/ports.ts';
 import { openStorage } from '../src/storage/sql/sql-storage.ts';
 import {
   createPostgresDatabase,
@@ -78,6 +86,9 @@ function client(id: string, over: Partial<ClientRecord> = {}): ClientRecord {
     jwks: null,
     jwks_uri: null,
     disabled: false,
+    post_logout_redirect_uris: [],
+    require_pushed_authorization_requests: false,
+    metadata: {},
     source: 'config',
     created_at: T0,
     updated_at: T0,
@@ -110,6 +121,87 @@ function event(type: SecurityEvent['type'], over: Partial<SecurityEvent> = {}): 
     jti: randomUUID(),
     actor: 'test',
     data: { n: 1, nested: { a: [1, 2] } },
+    ...over,
+  };
+}
+
+function grant(id: string, over: Partial<GrantRecord> = {}): GrantRecord {
+  return {
+    id,
+    user_id: 'u1',
+    client_id: 'web',
+    scope: 'openid orders:read',
+    resources: ['https://api.example.com'],
+    session_id: 'sess',
+    auth_time: T0,
+    acr: null,
+    amr: ['pwd'],
+    created_at: T0,
+    revoked_at: null,
+    revoked_reason: null,
+    ...over,
+  };
+}
+
+function code(hash: string, over: Partial<AuthorizationCodeRecord> = {}): AuthorizationCodeRecord {
+  return {
+    code_hash: hash,
+    grant_id: 'g1',
+    client_id: 'web',
+    user_id: 'u1',
+    redirect_uri: 'https://app.example.com/cb',
+    code_challenge: 'E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM',
+    code_challenge_method: 'S256',
+    scope: 'openid orders:read',
+    resources: ['https://api.example.com'],
+    nonce: 'n-1',
+    auth_time: T0,
+    acr: null,
+    amr: ['pwd'],
+    session_id: 'sess',
+    created_at: T0,
+    expires_at: T0 + 60_000,
+    redeemed_at: null,
+    ...over,
+  };
+}
+
+function refresh(hash: string, over: Partial<RefreshTokenRecord> = {}): RefreshTokenRecord {
+  return {
+    token_hash: hash,
+    grant_id: 'g1',
+    client_id: 'web',
+    user_id: 'u1',
+    scope: 'openid offline_access',
+    resources: ['https://api.example.com'],
+    created_at: T0,
+    idle_expires_at: T0 + 86_400_000,
+    expires_at: T0 + 30 * 86_400_000,
+    rotated_at: null,
+    replaced_by: null,
+    ...over,
+  };
+}
+
+function device(hash: string, userCode: string, over: Partial<DeviceCodeRecord> = {}): DeviceCodeRecord {
+  return {
+    device_code_hash: hash,
+    user_code: userCode,
+    client_id: 'tv',
+    scope: 'orders:read',
+    resources: ['https://api.example.com'],
+    status: 'pending',
+    interval_s: 5,
+    last_poll_at: null,
+    user_id: null,
+    session_id: null,
+    auth_time: null,
+    acr: null,
+    amr: null,
+    created_at: T0,
+    expires_at: T0 + 600_000,
+    decided_at: null,
+    redeemed_at: null,
     ...over,
   };
 }
@@ -419,6 +511,242 @@ describe.each(backends)('storage contract: %s', (name, make, available) => {
       expect(await s.replay.useOnce('tx-rollback', T0 + 10 ** 9)).toBe(true);
       expect(await s.events.count()).toBe(eventsBefore);
       expect(await s.meta.get('tx-rollback')).toBeUndefined();
+    });
+
+    it('clients: sign-in metadata round-trips', async () => {
+      const c = client('web-meta', {
+        grant_types: ['authorization_code', 'refresh_token'],
+        redirect_uris: ['https://app.example.com/cb'],
+        post_logout_redirect_uris: ['https://app.example.com/bye'],
+        require_pushed_authorization_requests: true,
+        metadata: { logo_uri: 'https://app.example.com/logo.png' },
+      });
+      await s.clients.upsert(c);
+      expect(await s.clients.get('web-meta')).toEqual(c);
+    });
+
+    it('users: getById', async () => {
+      expect((await s.users.getById('u1'))?.username).toBe('alice');
+      expect(await s.users.getById('nope')).toBeUndefined();
+    });
+
+    it('sessions: insert, get, touch, end once, endByUser, purge', async () => {
+      const base = {
+        user_id: 'u1',
+        auth_time: T0,
+        amr: ['pwd'],
+        acr: null,
+        created_at: T0,
+        last_seen_at: T0,
+        expires_at: T0 + 3_600_000,
+        ended_at: null,
+        ended_reason: null,
+      };
+      await s.sessions.insert({ id: 's1', ...base });
+      await s.sessions.insert({ id: 's2', ...base });
+      await s.sessions.insert({ id: 's3', ...base, user_id: 'u2' });
+      await s.sessions.insert({ id: 's-anon', ...base, user_id: null, auth_time: null, amr: [] });
+      expect(await s.sessions.get('s1')).toEqual({ id: 's1', ...base });
+      expect((await s.sessions.get('s-anon'))?.user_id).toBeNull();
+      expect(await s.sessions.get('nope')).toBeUndefined();
+      await s.sessions.touch('s1', T0 + 5000);
+      await s.sessions.touch('s1', T0 + 1000); // never moves backwards
+      expect((await s.sessions.get('s1'))?.last_seen_at).toBe(T0 + 5000);
+      expect(await s.sessions.end('s1', T0 + 6000, 'logout')).toBe(true);
+      expect(await s.sessions.end('s1', T0 + 7000, 'logout')).toBe(false);
+      expect(await s.sessions.get('s1')).toMatchObject({ ended_at: T0 + 6000, ended_reason: 'logout' });
+      expect(await s.sessions.endByUser('u1', T0 + 8000, 'user_disabled')).toEqual(['s2']);
+      expect(await s.sessions.endByUser('u1', T0 + 8000, 'user_disabled')).toEqual([]);
+      expect((await s.sessions.get('s3'))?.ended_at).toBeNull();
+      expect(await s.sessions.purgeExpired(T0 + 7000)).toBe(1); // s1 ended before then
+      expect(await s.sessions.get('s1')).toBeUndefined();
+      expect(await s.sessions.purgeExpired(T0 + 3_600_001)).toBe(3);
+    });
+
+    it('grants: insert, get, list, revoke once, revokeByUser (optionally per client)', async () => {
+      await s.grants.insert(grant('g1'));
+      await s.grants.insert(grant('g2', { client_id: 'other', created_at: T0 + 1 }));
+      await s.grants.insert(grant('g3', { created_at: T0 + 2 }));
+      await s.grants.insert(grant('g4', { user_id: 'u2' }));
+      expect(await s.grants.get('g1')).toEqual(grant('g1'));
+      expect(await s.grants.get('nope')).toBeUndefined();
+      expect((await s.grants.listByUser('u1')).map((g) => g.id)).toEqual(['g1', 'g2', 'g3']);
+      expect(await s.grants.revoke('g1', T0 + 10, 'refresh_token_reused')).toBe(true);
+      expect(await s.grants.revoke('g1', T0 + 11, 'again')).toBe(false);
+      expect(await s.grants.get('g1')).toMatchObject({ revoked_at: T0 + 10, revoked_reason: 'refresh_token_reused' });
+      expect(await s.grants.revokeByUser('u1', T0 + 20, 'consent_withdrawn', 'web')).toEqual(['g3']);
+      expect(await s.grants.revokeByUser('u1', T0 + 30, 'user_disabled')).toEqual(['g2']);
+      expect((await s.grants.get('g4'))?.revoked_at).toBeNull();
+    });
+
+    it('codes: consume hands the code out once, then tells a replay apart; expired and unknown', async () => {
+      await s.codes.insert(code('c1'));
+      const first = await s.codes.consume('c1', T0 + 1000);
+      expect(first).toEqual({ status: 'ok', code: { ...code('c1'), redeemed_at: T0 + 1000 } });
+      const again = await s.codes.consume('c1', T0 + 2000);
+      expect(again.status).toBe('replayed');
+      expect(again.status !== 'not_found' && again.code.grant_id).toBe('g1');
+      expect(await s.codes.consume('nope', T0)).toEqual({ status: 'not_found' });
+      await s.codes.insert(code('c-exp'));
+      const exp = await s.codes.consume('c-exp', T0 + 60_000);
+      expect(exp.status).toBe('expired');
+      expect(exp.status !== 'not_found' && exp.code.redeemed_at).toBeNull();
+      expect(await s.codes.purgeExpired(T0 + 60_001)).toBe(2);
+    });
+
+    it('codes: 20 concurrent consumes of one code (two handles) -> exactly one ok, the rest replayed', async () => {
+      const other = openStorage(backend.url);
+      try {
+        await s.codes.insert(code('c-race'));
+        const results = await Promise.all(
+          Array.from({ length: 20 }, (_, i) => (i % 2 ? other : s).codes.consume('c-race', T0 + 1000)),
+        );
+        expect(results.filter((r) => r.status === 'ok')).toHaveLength(1);
+        expect(results.filter((r) => r.status === 'replayed')).toHaveLength(19);
+      } finally {
+        await other.close();
+      }
+    });
+
+    it('refresh tokens: rotate is a compare-and-swap; a spent token is recognised as reused', async () => {
+      await s.refreshTokens.insert(refresh('r1'));
+      expect(await s.refreshTokens.get('r1')).toEqual(refresh('r1'));
+      const r = await s.refreshTokens.rotate('r1', refresh('r2', { created_at: T0 + 5 }), T0 + 5);
+      expect(r).toEqual({ status: 'rotated', previous: { ...refresh('r1'), rotated_at: T0 + 5, replaced_by: 'r2' } });
+      expect(await s.refreshTokens.get('r2')).toEqual(refresh('r2', { created_at: T0 + 5 }));
+      const reuse = await s.refreshTokens.rotate('r1', refresh('r3'), T0 + 6);
+      expect(reuse.status).toBe('reused');
+      expect(reuse.status !== 'not_found' && reuse.previous.replaced_by).toBe('r2');
+      expect(await s.refreshTokens.get('r3')).toBeUndefined();
+      expect(await s.refreshTokens.rotate('nope', refresh('r4'), T0)).toEqual({ status: 'not_found' });
+      expect(await s.refreshTokens.purgeExpired(T0 + 86_400_001)).toBe(2);
+    });
+
+    it('refresh tokens: concurrent rotations of one token in transactions -> exactly one wins', async () => {
+      // PostgreSQL: two pools (two nodes). SQLite: one handle, as one node has; a second in-process handle would
+      // block the thread in busy_timeout while the first waits for the same thread (a test artefact, not a race).
+      const other = name === 'postgres' ? openStorage(backend.url) : s;
+      try {
+        await s.refreshTokens.insert(refresh('rr'));
+        const results = await Promise.all(
+          Array.from({ length: 10 }, (_, i) =>
+            (i % 2 ? other : s).withTransaction((tx) =>
+              tx.refreshTokens.rotate('rr', refresh(`rr-next-${i}`), T0 + 10),
+            ),
+          ),
+        );
+        expect(results.filter((r) => r.status === 'rotated')).toHaveLength(1);
+        expect(results.filter((r) => r.status === 'reused')).toHaveLength(9);
+        const winner = results.findIndex((r) => r.status === 'rotated');
+        for (let i = 0; i < 10; i++) expect(!!(await s.refreshTokens.get(`rr-next-${i}`))).toBe(i === winner);
+      } finally {
+        if (other !== s) await other.close();
+      }
+    });
+
+    it('consents: grant merges scopes and resources, get, list, withdraw', async () => {
+      const c1 = await s.consents.grant('u1', 'web', ['orders:read', 'openid'], ['https://api.example.com'], T0);
+      expect(c1).toMatchObject({ scope: 'openid orders:read', created_at: T0, updated_at: T0 });
+      const c2 = await s.consents.grant('u1', 'web', ['profile', 'openid'], ['https://b.example.com'], T0 + 5);
+      expect(c2).toEqual({
+        user_id: 'u1',
+        client_id: 'web',
+        scope: 'openid orders:read profile',
+        resources: ['https://api.example.com', 'https://b.example.com'],
+        created_at: T0,
+        updated_at: T0 + 5,
+      });
+      expect(await s.consents.get('u1', 'web')).toEqual(c2);
+      await s.consents.grant('u1', 'other', ['openid'], [], T0);
+      expect((await s.consents.listByUser('u1')).map((c) => c.client_id)).toEqual(['other', 'web']);
+      expect(await s.consents.withdraw('u1', 'web')).toBe(true);
+      expect(await s.consents.withdraw('u1', 'web')).toBe(false);
+      expect(await s.consents.get('u1', 'web')).toBeUndefined();
+    });
+
+    it('authorization requests: single use, bound to the client, short-lived', async () => {
+      const req = (id: string, over = {}) => ({
+        id_hash: id,
+        kind: 'par' as const,
+        client_id: 'web',
+        params: { response_type: 'code', state: 's' },
+        created_at: T0,
+        expires_at: T0 + 60_000,
+        used_at: null,
+        ...over,
+      });
+      await s.authorizationRequests.insert(req('p1'));
+      await s.authorizationRequests.insert(req('p2'));
+      await s.authorizationRequests.insert(req('p3', { kind: 'interaction' }));
+      expect(await s.authorizationRequests.get('p3')).toEqual(req('p3', { kind: 'interaction' }));
+      expect((await s.authorizationRequests.consume('p1', 'evil', T0 + 1)).status).toBe('wrong_client');
+      expect(await s.authorizationRequests.consume('p1', 'web', T0 + 1)).toEqual({
+        status: 'ok',
+        request: req('p1', { used_at: T0 + 1 }),
+      });
+      expect((await s.authorizationRequests.consume('p1', 'web', T0 + 2)).status).toBe('used');
+      expect((await s.authorizationRequests.consume('p2', 'web', T0 + 60_000)).status).toBe('expired');
+      expect((await s.authorizationRequests.consume('nope', 'web', T0)).status).toBe('not_found');
+      const race = await Promise.all(
+        Array.from({ length: 10 }, () => s.authorizationRequests.consume('p3', 'web', T0 + 3)),
+      );
+      expect(race.filter((r) => r.status === 'ok')).toHaveLength(1);
+      expect(await s.authorizationRequests.purgeExpired(T0 + 60_001)).toBe(3);
+    });
+
+    it('device codes: decide once, poll with slow_down, redeem exactly once', async () => {
+      await s.deviceCodes.insert(device('d1', 'BCDFGHJK'));
+      await s.deviceCodes.insert(device('d2', 'LMNPQRST'));
+      await expect(s.deviceCodes.insert(device('d3', 'BCDFGHJK'))).rejects.toThrow();
+      expect(await s.deviceCodes.get('d1')).toEqual(device('d1', 'BCDFGHJK'));
+      expect((await s.deviceCodes.getByUserCode('BCDFGHJK'))?.device_code_hash).toBe('d1');
+      expect(await s.deviceCodes.getByUserCode('ZZZZZZZZ')).toBeUndefined();
+
+      const p1 = await s.deviceCodes.poll('d1', T0 + 1000);
+      expect(p1).toEqual({ before: device('d1', 'BCDFGHJK'), slowDown: false });
+      const p2 = await s.deviceCodes.poll('d1', T0 + 3000); // 2 s < 5 s interval
+      expect(p2?.slowDown).toBe(true);
+      expect((await s.deviceCodes.get('d1'))?.interval_s).toBe(10);
+      const p3 = await s.deviceCodes.poll('d1', T0 + 14_000);
+      expect(p3?.slowDown).toBe(false);
+      expect(await s.deviceCodes.poll('nope', T0)).toBeUndefined();
+
+      expect(await s.deviceCodes.redeem('d1', T0 + 15_000)).toBeUndefined(); // still pending
+      const decision = {
+        status: 'approved' as const,
+        user_id: 'u1',
+        session_id: 'sess',
+        auth_time: T0,
+        acr: null,
+        amr: ['pwd'],
+      };
+      expect(await s.deviceCodes.decide('BCDFGHJK', decision, T0 + 16_000)).toBe(true);
+      expect(await s.deviceCodes.decide('BCDFGHJK', { ...decision, status: 'denied' }, T0 + 16_001)).toBe(false);
+      expect(await s.deviceCodes.get('d1')).toMatchObject({ status: 'approved', user_id: 'u1', amr: ['pwd'] });
+      const redeemed = await Promise.all(Array.from({ length: 10 }, () => s.deviceCodes.redeem('d1', T0 + 17_000)));
+      expect(redeemed.filter(Boolean)).toHaveLength(1);
+      expect((await s.deviceCodes.get('d1'))?.status).toBe('redeemed');
+
+      expect(await s.deviceCodes.decide('LMNPQRST', { ...decision, status: 'denied' }, T0 + 700_000)).toBe(false);
+      expect(await s.deviceCodes.decide('LMNPQRST', { ...decision, status: 'denied' }, T0 + 1)).toBe(true);
+      expect(await s.deviceCodes.redeem('d2', T0 + 2)).toBeUndefined();
+      expect(await s.deviceCodes.purgeExpired(T0 + 600_001)).toBe(2);
+    });
+
+    it('sign-in writes roll back with the transaction', async () => {
+      await expect(
+        s.withTransaction(async (tx) => {
+          await tx.grants.insert(grant('g-rb'));
+          await tx.codes.insert(code('c-rb'));
+          await tx.refreshTokens.insert(refresh('r-rb'));
+          await tx.consents.grant('u-rb', 'web', ['openid'], [], T0);
+          throw new Error('rollback');
+        }),
+      ).rejects.toThrow('rollback');
+      expect(await s.grants.get('g-rb')).toBeUndefined();
+      expect(await s.codes.consume('c-rb', T0)).toEqual({ status: 'not_found' });
+      expect(await s.refreshTokens.get('r-rb')).toBeUndefined();
+      expect(await s.consents.get('u-rb', 'web')).toBeUndefined();
     });
 
     it('meta: get/set overwrite', async () => {

@@ -96,6 +96,16 @@ function checkCrossFields(c: ParsedConfig): string[] {
     (cl.resources ?? []).forEach((r, j) => {
       if (!resourceIds.has(r)) problems.push(`${at}.resources[${j}]: "${r}" is not an identifier in resources[]`);
     });
+    if (cl.grant_types.includes('authorization_code') && cl.redirect_uris.length === 0)
+      problems.push(`${at}.redirect_uris: at least one is required for the authorization_code grant`);
+    if (cl.require_pushed_authorization_requests && !cl.grant_types.includes('authorization_code'))
+      problems.push(`${at}.require_pushed_authorization_requests: only meaningful with the authorization_code grant`);
+    cl.post_logout_redirect_uris.forEach((u, j) => {
+      if (u.includes('#'))
+        problems.push(
+          `${at}.post_logout_redirect_uris[${j}]: must not contain a fragment (OIDC RP-Initiated Logout §3)`,
+        );
+    });
     cl.redirect_uris.forEach((u, j) => {
       if (u.includes('#')) problems.push(`${at}.redirect_uris[${j}]: must not contain a fragment (RFC 6749 §3.1.2)`);
     });

@@ -76,6 +76,13 @@ export async function reconcileConfig(
         jwks: c.jwks ? (JSON.parse(JSON.stringify(c.jwks)) as ClientRecord['jwks']) : null,
         jwks_uri: c.jwks_uri ?? null,
         disabled: c.disabled,
+        post_logout_redirect_uris: [...c.post_logout_redirect_uris],
+        require_pushed_authorization_requests: c.require_pushed_authorization_requests,
+        metadata: Object.fromEntries(
+          (['logo_uri', 'client_uri', 'policy_uri', 'tos_uri'] as const)
+            .filter((k) => c[k] !== undefined)
+            .map((k) => [k, c[k]]),
+        ),
         source: 'config',
         created_at: prev?.created_at ?? now,
         updated_at: now,

@@ -112,6 +112,18 @@ export const clientSchema = z.strictObject({
     .optional()
     .describe('Resource identifiers the client may get tokens for; default: the resources defining any of its scopes.'),
   disabled: z.boolean().default(false).describe('A disabled client cannot authenticate.'),
+  post_logout_redirect_uris: z
+    .array(z.url())
+    .default([])
+    .describe('Exact URIs the end-session endpoint may redirect to after logout (OIDC RP-Initiated Logout).'),
+  require_pushed_authorization_requests: z
+    .boolean()
+    .default(false)
+    .describe('Refuse authorization requests that did not come through /par (RFC 9126 §6).'),
+  logo_uri: z.url().optional().describe('Logo shown on the consent page (RFC 7591).'),
+  client_uri: z.url().optional().describe('Home page of the client, linked from the consent page (RFC 7591).'),
+  policy_uri: z.url().optional().describe('Privacy policy of the client, linked from the consent page (RFC 7591).'),
+  tos_uri: z.url().optional().describe('Terms of service of the client, linked from the consent page (RFC 7591).'),
 });
 
 export const userSchema = z.strictObject({
@@ -198,6 +210,46 @@ export const configSchema = z.strictObject({
         .enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'])
         .default('info')
         .describe('pino log level.'),
+    })
+    .prefault({}),
+  sessions: z
+    .strictObject({
+      idle_timeout: duration('30m').describe('A sign-in session unused for this long ends.'),
+      absolute_timeout: duration('12h').describe('A sign-in session ends this long after sign-in, used or not.'),
+    })
+    .prefault({}),
+  authorization: z
+    .strictObject({
+      code_ttl: duration('60s').describe('Authorization code lifetime (single use).'),
+      par_ttl: duration('60s').describe('Lifetime of a request_uri from /par (RFC 9126).'),
+      interaction_ttl: duration('15m').describe(
+        'How long a validated authorization request waits for the user to sign in and consent.',
+      ),
+    })
+    .prefault({}),
+  branding: z
+    .strictObject({
+      name: z
+        .string()
+        .min(1)
+        .max(100)
+        .default('Portcullis')
+        .describe('Name shown on sign-in, consent and logout pages.'),
+      logo_uri: z
+        .string()
+        .refine((v) => /^https:\/\//.test(v) || v.startsWith('/'), { message: 'must be an https URL or a path' })
+        .optional()
+        .describe('Logo on the pages (https URL or a path on this server).'),
+      primary_color: z
+        .string()
+        .regex(/^#[0-9a-fA-F]{6}$/, 'must be a colour like #1f4e79')
+        .default('#1f4e79')
+        .describe('Buttons and links.'),
+      background_color: z
+        .string()
+        .regex(/^#[0-9a-fA-F]{6}$/, 'must be a colour like #f5f7fa')
+        .default('#f5f7fa')
+        .describe('Page background.'),
     })
     .prefault({}),
   resources: z.array(resourceSchema).default([]),

@@ -14,6 +14,12 @@ export interface ClientRecord {
   jwks: { keys: Record<string, unknown>[] } | null;
   jwks_uri: string | null;
   disabled: boolean;
+  /** Exact URIs accepted as post_logout_redirect_uri at the end-session endpoint (OIDC RP-Initiated Logout §3). */
+  post_logout_redirect_uris: string[];
+  /** RFC 9126 §6: this client's authorization requests must arrive through /par. */
+  require_pushed_authorization_requests: boolean;
+  /** Display and policy metadata, RFC 7591 §2 names (logo_uri, client_uri, policy_uri, tos_uri). */
+  metadata: Record<string, unknown>;
   /** Where the client came from: config (reconciled at start), cli, demo. */
   source: string;
   created_at: number;
@@ -64,6 +70,170 @@ export interface RevocationRecord {
   reason: string | null;
 }
 
+// ---------------------------------------------------------------------------------------------------------------
+// Sign-in (issue 3). Every record below is keyed by the SHA-256 (hex) of the random value handed out (cookie, code,
+// refresh token, device code, request_uri); the raw value is never stored. Times are epoch milliseconds.
+
+/**
+ * A browser session. A session with user_id null is anonymous (it exists so the login form's CSRF token is bound
+ * to something); signing in always creates a new session (new id) and ends the anonymous one.
+ */
+export interface SessionRecord {
+  /** SHA-256 hex of the cookie value. Also the `sid` claim source: see identity/sessions.ts sessionSid(). */
+  id: string;
+  user_id: string | null;
+  /** When the user last authenticated (ms); null while anonymous. */
+  auth_time: number | null;
+  /** Authentication methods references (RFC 8176), e.g. ["pwd"]; MFA adds "otp", "hwk", ... */
+  amr: string[];
+  acr: string | null;
+  created_at: number;
+  last_seen_at: number;
+  /** Absolute end of the session. The idle timeout is checked against last_seen_at by the identity layer. */
+  expires_at: number;
+  ended_at: number | null;
+  /** logout, timeout, user_disabled, superseded (a new login replaced it), admin. */
+  ended_reason: string | null;
+}
+
+/** What the user authorised a client to do: the family of every code, refresh and access token issued from it. */
+export interface GrantRecord {
+  id: string;
+  user_id: string;
+  client_id: string;
+  /** Space-separated scopes granted. */
+  scope: string;
+  /** Resource indicators (RFC 8707) the grant covers. */
+  resources: string[];
+  /** The session (sid) the grant was made in, if any (device grants may have one too). */
+  session_id: string | null;
+  auth_time: number | null;
+  acr: string | null;
+  amr: string[];
+  created_at: number;
+  revoked_at: number | null;
+  revoked_reason: string | null;
+}
+
+export interface AuthorizationCodeRecord {
+  /** SHA-256 hex of the code. */
+  code_hash: string;
+  grant_id: string;
+  client_id: string;
+  user_id: string;
+  /** Exactly as sent in the authorization request (RFC 6749 §4.1.3 compares it at the token endpoint). */
+  redirect_uri: string;
+  code_challenge: string;
+  /** Always S256 (plain is refused at /authorize). */
+  code_challenge_method: string;
+  scope: string;
+  resources: string[];
+  nonce: string | null;
+  auth_time: number;
+  acr: string | null;
+  amr: string[];
+  /** Session id hash the code was issued in (for the ID token's sid). */
+  session_id: string | null;
+  created_at: number;
+  expires_at: number;
+  redeemed_at: number | null;
+}
+
+/** consume(): exactly one caller gets `ok`; later callers learn it was `replayed` (with the record, to revoke). */
+export type CodeConsumeResult =
+  | { status: 'ok'; code: AuthorizationCodeRecord }
+  | { status: 'replayed'; code: AuthorizationCodeRecord }
+  | { status: 'expired'; code: AuthorizationCodeRecord }
+  | { status: 'not_found' };
+
+export interface RefreshTokenRecord {
+  /** SHA-256 hex of the token. */
+  token_hash: string;
+  grant_id: string;
+  client_id: string;
+  user_id: string;
+  scope: string;
+  resources: string[];
+  created_at: number;
+  /** Unused for longer than the idle lifetime: dead. Each rotation moves it forward. */
+  idle_expires_at: number;
+  /** Absolute end of the family: a rotated token inherits it. */
+  expires_at: number;
+  /** Set when the token was exchanged (spent); presenting it again is reuse (RFC 9700 §4.14.2). */
+  rotated_at: number | null;
+  replaced_by: string | null;
+}
+
+export type RefreshRotateResult =
+  | { status: 'rotated'; previous: RefreshTokenRecord }
+  | { status: 'reused'; previous: RefreshTokenRecord }
+  | { status: 'not_found' };
+
+export interface ConsentRecord {
+  user_id: string;
+  client_id: string;
+  /** Space-separated, sorted. */
+  scope: string;
+  resources: string[];
+  created_at: number;
+  updated_at: number;
+}
+
+/**
+ * A stored authorization request: `par` for RFC 9126 pushed requests; `interaction` for a validated request
+ * waiting on login or consent (the pages refer to it by request_uri so it cannot be altered on the way).
+ */
+export interface AuthorizationRequestRecord {
+  /** SHA-256 hex of the random part of the request_uri. */
+  id_hash: string;
+  kind: 'par' | 'interaction';
+  client_id: string;
+  params: Record<string, string>;
+  created_at: number;
+  expires_at: number;
+  used_at: number | null;
+}
+
+export type RequestConsumeResult =
+  | { status: 'ok'; request: AuthorizationRequestRecord }
+  | { status: 'used' | 'expired' | 'wrong_client'; request: AuthorizationRequestRecord }
+  | { status: 'not_found' };
+
+export type DeviceCodeStatus = 'pending' | 'approved' | 'denied' | 'redeemed';
+
+export interface DeviceCodeRecord {
+  /** SHA-256 hex of the device_code. */
+  device_code_hash: string;
+  /** Normalised (upper case, no dashes), 8 characters from a 20-letter alphabet (RFC 8628 §6.1). */
+  user_code: string;
+  client_id: string;
+  scope: string;
+  resources: string[];
+  status: DeviceCodeStatus;
+  /** Minimum polling interval in seconds; slow_down adds 5 (RFC 8628 §3.5). */
+  interval_s: number;
+  last_poll_at: number | null;
+  /** Set at approval: who approved, in which session, how they authenticated. */
+  user_id: string | null;
+  session_id: string | null;
+  auth_time: number | null;
+  acr: string | null;
+  amr: string[] | null;
+  created_at: number;
+  expires_at: number;
+  decided_at: number | null;
+  redeemed_at: number | null;
+}
+
+export interface DeviceDecision {
+  status: 'approved' | 'denied';
+  user_id: string;
+  session_id: string | null;
+  auth_time: number | null;
+  acr: string | null;
+  amr: string[];
+}
+
 export interface ClientStore {
   get(clientId: string): Promise<ClientRecord | undefined>;
   list(): Promise<ClientRecord[]>;
@@ -73,8 +243,90 @@ export interface ClientStore {
 
 export interface UserStore {
   getByUsername(username: string): Promise<UserRecord | undefined>;
+  getById(id: string): Promise<UserRecord | undefined>;
   list(): Promise<UserRecord[]>;
   upsert(user: UserRecord): Promise<void>;
+}
+
+export interface SessionStore {
+  insert(s: SessionRecord): Promise<void>;
+  /** The session by id hash, ended or not (callers check ended_at, expires_at and the idle timeout). */
+  get(idHash: string): Promise<SessionRecord | undefined>;
+  /** Moves last_seen_at forward (sliding idle timeout). */
+  touch(idHash: string, now: number): Promise<void>;
+  /** Ends one live session. False when it was already ended or unknown. */
+  end(idHash: string, now: number, reason: string): Promise<boolean>;
+  /** Ends every live session of a user; returns the ended ids. */
+  endByUser(userId: string, now: number, reason: string): Promise<string[]>;
+  /** Deletes sessions whose absolute expiry (or end) is before `before`. */
+  purgeExpired(before: number): Promise<number>;
+}
+
+export interface GrantStore {
+  insert(g: GrantRecord): Promise<void>;
+  get(id: string): Promise<GrantRecord | undefined>;
+  listByUser(userId: string): Promise<GrantRecord[]>;
+  /** Marks one grant revoked (first revocation wins). False when already revoked or unknown. */
+  revoke(id: string, now: number, reason: string): Promise<boolean>;
+  /** Revokes every live grant of a user (optionally only for one client); returns the revoked grant ids. */
+  revokeByUser(userId: string, now: number, reason: string, clientId?: string): Promise<string[]>;
+}
+
+export interface AuthorizationCodeStore {
+  insert(c: AuthorizationCodeRecord): Promise<void>;
+  /**
+   * Atomically marks the code redeemed. Exactly one caller among concurrent ones gets `ok`; a code already
+   * redeemed answers `replayed` (RFC 6749 §4.1.2: the caller should revoke what the code produced); a code past
+   * expires_at answers `expired` and stays unredeemed.
+   */
+  consume(codeHash: string, now: number): Promise<CodeConsumeResult>;
+  purgeExpired(before: number): Promise<number>;
+}
+
+export interface RefreshTokenStore {
+  insert(r: RefreshTokenRecord): Promise<void>;
+  get(tokenHash: string): Promise<RefreshTokenRecord | undefined>;
+  /**
+   * Compare-and-swap rotation: marks oldHash spent and inserts next, only if oldHash was not spent yet. Exactly one
+   * of concurrent callers gets `rotated`; the others (and any later caller) get `reused` with the spent record.
+   * Call inside withTransaction together with the event so the swap and its record commit together.
+   */
+  rotate(oldHash: string, next: RefreshTokenRecord, now: number): Promise<RefreshRotateResult>;
+  purgeExpired(before: number): Promise<number>;
+}
+
+export interface ConsentStore {
+  get(userId: string, clientId: string): Promise<ConsentRecord | undefined>;
+  listByUser(userId: string): Promise<ConsentRecord[]>;
+  /** Adds scopes and resources to the user's consent for the client (union with what was consented before). */
+  grant(userId: string, clientId: string, scopes: string[], resources: string[], now: number): Promise<ConsentRecord>;
+  /** Removes the consent. False when there was none. */
+  withdraw(userId: string, clientId: string): Promise<boolean>;
+}
+
+export interface AuthorizationRequestStore {
+  insert(r: AuthorizationRequestRecord): Promise<void>;
+  get(idHash: string): Promise<AuthorizationRequestRecord | undefined>;
+  /** Single use: exactly one caller gets `ok`, and only the client it was pushed by, before it expires. */
+  consume(idHash: string, clientId: string, now: number): Promise<RequestConsumeResult>;
+  purgeExpired(before: number): Promise<number>;
+}
+
+export interface DeviceCodeStore {
+  insert(d: DeviceCodeRecord): Promise<void>;
+  get(deviceCodeHash: string): Promise<DeviceCodeRecord | undefined>;
+  /** By normalised user code (upper case, no dashes). */
+  getByUserCode(userCode: string): Promise<DeviceCodeRecord | undefined>;
+  /** pending -> approved/denied, once, before expiry. False if it was already decided, expired or unknown. */
+  decide(userCode: string, decision: DeviceDecision, now: number): Promise<boolean>;
+  /**
+   * Records a poll. Returns the record as it was before this poll, and whether the client polled faster than the
+   * interval (then the stored interval has grown by 5 s: RFC 8628 §3.5 slow_down). Undefined when unknown.
+   */
+  poll(deviceCodeHash: string, now: number): Promise<{ before: DeviceCodeRecord; slowDown: boolean } | undefined>;
+  /** approved -> redeemed, exactly once across concurrent callers; returns the record or undefined. */
+  redeem(deviceCodeHash: string, now: number): Promise<DeviceCodeRecord | undefined>;
+  purgeExpired(before: number): Promise<number>;
 }
 
 export interface KeyStore {
@@ -121,6 +373,13 @@ export interface Stores {
   replay: ReplayStore;
   events: EventStore;
   meta: MetaStore;
+  sessions: SessionStore;
+  grants: GrantStore;
+  codes: AuthorizationCodeStore;
+  refreshTokens: RefreshTokenStore;
+  consents: ConsentStore;
+  authorizationRequests: AuthorizationRequestStore;
+  deviceCodes: DeviceCodeStore;
 }
 
 export interface Storage extends Stores {

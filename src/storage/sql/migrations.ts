@@ -155,5 +155,142 @@ export function migrations(dialect: 'sqlite' | 'postgres'): Record<string, Migra
         }
       },
     },
+    '0004_sign_in': {
+      // Issue 3: people sign in. Every credential-like value (session cookie, code, refresh token, device code,
+      // request_uri) is stored as the SHA-256 hex of the random value handed out; the raw value never touches disk.
+      async up(db: Kysely<unknown>) {
+        await db.schema
+          .alterTable('clients')
+          .addColumn('post_logout_redirect_uris', 'text', (c) => c.notNull().defaultTo('[]'))
+          .execute();
+        await db.schema
+          .alterTable('clients')
+          .addColumn('require_pushed_authorization_requests', 'integer', (c) => c.notNull().defaultTo(0))
+          .execute();
+        // Display and policy metadata (RFC 7591 names: logo_uri, client_uri, policy_uri, tos_uri, ...), JSON.
+        await db.schema
+          .alterTable('clients')
+          .addColumn('metadata', 'text', (c) => c.notNull().defaultTo('{}'))
+          .execute();
+        await db.schema
+          .createTable('sessions')
+          .addColumn('id', 'text', (c) => c.primaryKey())
+          .addColumn('user_id', 'text')
+          .addColumn('auth_time', bigint)
+          .addColumn('amr', 'text', (c) => c.notNull())
+          .addColumn('acr', 'text')
+          .addColumn('created_at', bigint, (c) => c.notNull())
+          .addColumn('last_seen_at', bigint, (c) => c.notNull())
+          .addColumn('expires_at', bigint, (c) => c.notNull())
+          .addColumn('ended_at', bigint)
+          .addColumn('ended_reason', 'text')
+          .execute();
+        await db.schema.createIndex('sessions_user_id').on('sessions').column('user_id').execute();
+        await db.schema.createIndex('sessions_expires_at').on('sessions').column('expires_at').execute();
+        await db.schema
+          .createTable('grants')
+          .addColumn('id', 'text', (c) => c.primaryKey())
+          .addColumn('user_id', 'text', (c) => c.notNull())
+          .addColumn('client_id', 'text', (c) => c.notNull())
+          .addColumn('scope', 'text', (c) => c.notNull())
+          .addColumn('resources', 'text', (c) => c.notNull())
+          .addColumn('session_id', 'text')
+          .addColumn('auth_time', bigint)
+          .addColumn('acr', 'text')
+          .addColumn('amr', 'text', (c) => c.notNull())
+          .addColumn('created_at', bigint, (c) => c.notNull())
+          .addColumn('revoked_at', bigint)
+          .addColumn('revoked_reason', 'text')
+          .execute();
+        await db.schema.createIndex('grants_user_client').on('grants').columns(['user_id', 'client_id']).execute();
+        await db.schema
+          .createTable('authorization_codes')
+          .addColumn('code_hash', 'text', (c) => c.primaryKey())
+          .addColumn('grant_id', 'text', (c) => c.notNull())
+          .addColumn('client_id', 'text', (c) => c.notNull())
+          .addColumn('user_id', 'text', (c) => c.notNull())
+          .addColumn('redirect_uri', 'text', (c) => c.notNull())
+          .addColumn('code_challenge', 'text', (c) => c.notNull())
+          .addColumn('code_challenge_method', 'text', (c) => c.notNull())
+          .addColumn('scope', 'text', (c) => c.notNull())
+          .addColumn('resources', 'text', (c) => c.notNull())
+          .addColumn('nonce', 'text')
+          .addColumn('auth_time', bigint, (c) => c.notNull())
+          .addColumn('acr', 'text')
+          .addColumn('amr', 'text', (c) => c.notNull())
+          .addColumn('session_id', 'text')
+          .addColumn('created_at', bigint, (c) => c.notNull())
+          .addColumn('expires_at', bigint, (c) => c.notNull())
+          .addColumn('redeemed_at', bigint)
+          .execute();
+        await db.schema
+          .createIndex('authorization_codes_expires_at')
+          .on('authorization_codes')
+          .column('expires_at')
+          .execute();
+        await db.schema
+          .createTable('refresh_tokens')
+          .addColumn('token_hash', 'text', (c) => c.primaryKey())
+          .addColumn('grant_id', 'text', (c) => c.notNull())
+          .addColumn('client_id', 'text', (c) => c.notNull())
+          .addColumn('user_id', 'text', (c) => c.notNull())
+          .addColumn('scope', 'text', (c) => c.notNull())
+          .addColumn('resources', 'text', (c) => c.notNull())
+          .addColumn('created_at', bigint, (c) => c.notNull())
+          .addColumn('idle_expires_at', bigint, (c) => c.notNull())
+          .addColumn('expires_at', bigint, (c) => c.notNull())
+          .addColumn('rotated_at', bigint)
+          .addColumn('replaced_by', 'text')
+          .execute();
+        await db.schema.createIndex('refresh_tokens_grant_id').on('refresh_tokens').column('grant_id').execute();
+        await db.schema.createIndex('refresh_tokens_expires_at').on('refresh_tokens').column('expires_at').execute();
+        await db.schema
+          .createTable('consents')
+          .addColumn('user_id', 'text', (c) => c.notNull())
+          .addColumn('client_id', 'text', (c) => c.notNull())
+          .addColumn('scope', 'text', (c) => c.notNull())
+          .addColumn('resources', 'text', (c) => c.notNull())
+          .addColumn('created_at', bigint, (c) => c.notNull())
+          .addColumn('updated_at', bigint, (c) => c.notNull())
+          .addPrimaryKeyConstraint('consents_pk', ['user_id', 'client_id'])
+          .execute();
+        await db.schema
+          .createTable('authorization_requests')
+          .addColumn('id_hash', 'text', (c) => c.primaryKey())
+          .addColumn('kind', 'text', (c) => c.notNull())
+          .addColumn('client_id', 'text', (c) => c.notNull())
+          .addColumn('params', 'text', (c) => c.notNull())
+          .addColumn('created_at', bigint, (c) => c.notNull())
+          .addColumn('expires_at', bigint, (c) => c.notNull())
+          .addColumn('used_at', bigint)
+          .execute();
+        await db.schema
+          .createIndex('authorization_requests_expires_at')
+          .on('authorization_requests')
+          .column('expires_at')
+          .execute();
+        await db.schema
+          .createTable('device_codes')
+          .addColumn('device_code_hash', 'text', (c) => c.primaryKey())
+          .addColumn('user_code', 'text', (c) => c.notNull().unique())
+          .addColumn('client_id', 'text', (c) => c.notNull())
+          .addColumn('scope', 'text', (c) => c.notNull())
+          .addColumn('resources', 'text', (c) => c.notNull())
+          .addColumn('status', 'text', (c) => c.notNull())
+          .addColumn('interval_s', 'integer', (c) => c.notNull())
+          .addColumn('last_poll_at', bigint)
+          .addColumn('user_id', 'text')
+          .addColumn('session_id', 'text')
+          .addColumn('auth_time', bigint)
+          .addColumn('acr', 'text')
+          .addColumn('amr', 'text')
+          .addColumn('created_at', bigint, (c) => c.notNull())
+          .addColumn('expires_at', bigint, (c) => c.notNull())
+          .addColumn('decided_at', bigint)
+          .addColumn('redeemed_at', bigint)
+          .execute();
+        await db.schema.createIndex('device_codes_expires_at').on('device_codes').column('expires_at').execute();
+      },
+    },
   };
 }

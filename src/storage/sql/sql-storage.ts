@@ -6,16 +6,31 @@ import { Migrator } from 'kysely/migration';
 import pg from 'pg';
 import type { SecurityEvent, StoredEvent } from '../../events/catalogue.ts';
 import type {
+  AuthorizationCodeRecord,
+  AuthorizationCodeStore,
+  AuthorizationRequestRecord,
+  AuthorizationRequestStore,
   ClientRecord,
   ClientStore,
+  ConsentRecord,
+  ConsentStore,
+  DeviceCodeRecord,
+  DeviceCodeStatus,
+  DeviceCodeStore,
   EventStore,
+  GrantRecord,
+  GrantStore,
   KeyState,
   KeyStore,
   MetaStore,
+  RefreshTokenRecord,
+  RefreshTokenStore,
   ReplayStore,
   RevocationKind,
   RevocationRecord,
   RevocationStore,
+  SessionRecord,
+  SessionStore,
   SigningKeyRecord,
   Storage,
   Stores,
@@ -34,6 +49,9 @@ const numOrNull = (v: unknown): number | null => (v === null || v === undefined 
 function toClient(r: DB['clients']): ClientRecord {
   return {
     ...r,
+    post_logout_redirect_uris: JSON.parse(r.post_logout_redirect_uris),
+    require_pushed_authorization_requests: !!r.require_pushed_authorization_requests,
+    metadata: JSON.parse(r.metadata),
     grant_types: JSON.parse(r.grant_types),
     redirect_uris: JSON.parse(r.redirect_uris),
     resources: JSON.parse(r.resources),
@@ -65,6 +83,91 @@ function toRevocation(r: { id: unknown } & Omit<DB['revocations'], 'id'>): Revoc
     revoked_at: num(r.revoked_at),
     expires_at: num(r.expires_at),
     reason: r.reason,
+  };
+}
+
+function toUser(r: DB['users']): UserRecord {
+  return { ...r, disabled: !!r.disabled, created_at: num(r.created_at), updated_at: num(r.updated_at) };
+}
+
+function toSession(r: DB['sessions']): SessionRecord {
+  return {
+    ...r,
+    auth_time: numOrNull(r.auth_time),
+    amr: JSON.parse(r.amr),
+    created_at: num(r.created_at),
+    last_seen_at: num(r.last_seen_at),
+    expires_at: num(r.expires_at),
+    ended_at: numOrNull(r.ended_at),
+  };
+}
+
+function toGrant(r: DB['grants']): GrantRecord {
+  return {
+    ...r,
+    resources: JSON.parse(r.resources),
+    amr: JSON.parse(r.amr),
+    auth_time: numOrNull(r.auth_time),
+    created_at: num(r.created_at),
+    revoked_at: numOrNull(r.revoked_at),
+  };
+}
+
+function toCode(r: DB['authorization_codes']): AuthorizationCodeRecord {
+  return {
+    ...r,
+    resources: JSON.parse(r.resources),
+    amr: JSON.parse(r.amr),
+    auth_time: num(r.auth_time),
+    created_at: num(r.created_at),
+    expires_at: num(r.expires_at),
+    redeemed_at: numOrNull(r.redeemed_at),
+  };
+}
+
+function toRefresh(r: DB['refresh_tokens']): RefreshTokenRecord {
+  return {
+    ...r,
+    resources: JSON.parse(r.resources),
+    created_at: num(r.created_at),
+    idle_expires_at: num(r.idle_expires_at),
+    expires_at: num(r.expires_at),
+    rotated_at: numOrNull(r.rotated_at),
+  };
+}
+
+function refreshRow(r: RefreshTokenRecord): DB['refresh_tokens'] {
+  return { ...r, resources: JSON.stringify(r.resources) };
+}
+
+function toConsent(r: DB['consents']): ConsentRecord {
+  return { ...r, resources: JSON.parse(r.resources), created_at: num(r.created_at), updated_at: num(r.updated_at) };
+}
+
+function toRequest(r: DB['authorization_requests']): AuthorizationRequestRecord {
+  return {
+    ...r,
+    kind: r.kind as AuthorizationRequestRecord['kind'],
+    params: JSON.parse(r.params),
+    created_at: num(r.created_at),
+    expires_at: num(r.expires_at),
+    used_at: numOrNull(r.used_at),
+  };
+}
+
+function toDevice(r: DB['device_codes']): DeviceCodeRecord {
+  return {
+    ...r,
+    resources: JSON.parse(r.resources),
+    status: r.status as DeviceCodeStatus,
+    interval_s: num(r.interval_s),
+    last_poll_at: numOrNull(r.last_poll_at),
+    auth_time: numOrNull(r.auth_time),
+    amr: r.amr === null ? null : JSON.parse(r.amr),
+    created_at: num(r.created_at),
+    expires_at: num(r.expires_at),
+    decided_at: numOrNull(r.decided_at),
+    redeemed_at: numOrNull(r.redeemed_at),
   };
 }
 
@@ -101,6 +204,9 @@ function bindStores(q: Q): Stores {
         resources: JSON.stringify(c.resources),
         jwks: c.jwks ? JSON.stringify(c.jwks) : null,
         disabled: c.disabled ? 1 : 0,
+        post_logout_redirect_uris: JSON.stringify(c.post_logout_redirect_uris),
+        require_pushed_authorization_requests: c.require_pushed_authorization_requests ? 1 : 0,
+        metadata: JSON.stringify(c.metadata),
       };
       const { client_id: _id, created_at: _c, ...update } = row;
       await q
@@ -117,18 +223,14 @@ function bindStores(q: Q): Stores {
   const users: UserStore = {
     async getByUsername(username) {
       const r = await q.selectFrom('users').selectAll().where('username', '=', username).executeTakeFirst();
-      return r
-        ? { ...r, disabled: !!r.disabled, created_at: num(r.created_at), updated_at: num(r.updated_at) }
-        : undefined;
+      return r ? toUser(r) : undefined;
+    },
+    async getById(id) {
+      const r = await q.selectFrom('users').selectAll().where('id', '=', id).executeTakeFirst();
+      return r ? toUser(r) : undefined;
     },
     async list() {
-      const rows = await q.selectFrom('users').selectAll().orderBy('username').execute();
-      return rows.map((r) => ({
-        ...r,
-        disabled: !!r.disabled,
-        created_at: num(r.created_at),
-        updated_at: num(r.updated_at),
-      }));
+      return (await q.selectFrom('users').selectAll().orderBy('username').execute()).map(toUser);
     },
     async upsert(u: UserRecord) {
       const row = { ...u, disabled: u.disabled ? 1 : 0 };
@@ -260,7 +362,319 @@ function bindStores(q: Q): Stores {
         .execute();
     },
   };
-  return { clients, users, keys, revocations, replay, events, meta };
+  const sessions: SessionStore = {
+    async insert(x) {
+      await q
+        .insertInto('sessions')
+        .values({ ...x, amr: JSON.stringify(x.amr) })
+        .execute();
+    },
+    async get(idHash) {
+      const r = await q.selectFrom('sessions').selectAll().where('id', '=', idHash).executeTakeFirst();
+      return r ? toSession(r) : undefined;
+    },
+    async touch(idHash, now) {
+      await q
+        .updateTable('sessions')
+        .set({ last_seen_at: now })
+        .where('id', '=', idHash)
+        .where('last_seen_at', '<', now)
+        .execute();
+    },
+    async end(idHash, now, reason) {
+      const r = await q
+        .updateTable('sessions')
+        .set({ ended_at: now, ended_reason: reason })
+        .where('id', '=', idHash)
+        .where('ended_at', 'is', null)
+        .executeTakeFirst();
+      return Number(r.numUpdatedRows) > 0;
+    },
+    async endByUser(userId, now, reason) {
+      const rows = await q
+        .updateTable('sessions')
+        .set({ ended_at: now, ended_reason: reason })
+        .where('user_id', '=', userId)
+        .where('ended_at', 'is', null)
+        .returning('id')
+        .execute();
+      return rows.map((r) => r.id);
+    },
+    async purgeExpired(before) {
+      const r = await q
+        .deleteFrom('sessions')
+        .where((eb) => eb.or([eb('expires_at', '<', before), eb('ended_at', '<', before)]))
+        .executeTakeFirst();
+      return Number(r.numDeletedRows);
+    },
+  };
+  const grants: GrantStore = {
+    async insert(g) {
+      await q
+        .insertInto('grants')
+        .values({ ...g, resources: JSON.stringify(g.resources), amr: JSON.stringify(g.amr) })
+        .execute();
+    },
+    async get(id) {
+      const r = await q.selectFrom('grants').selectAll().where('id', '=', id).executeTakeFirst();
+      return r ? toGrant(r) : undefined;
+    },
+    async listByUser(userId) {
+      const rows = await q
+        .selectFrom('grants')
+        .selectAll()
+        .where('user_id', '=', userId)
+        .orderBy('created_at')
+        .orderBy('id')
+        .execute();
+      return rows.map(toGrant);
+    },
+    async revoke(id, now, reason) {
+      const r = await q
+        .updateTable('grants')
+        .set({ revoked_at: now, revoked_reason: reason })
+        .where('id', '=', id)
+        .where('revoked_at', 'is', null)
+        .executeTakeFirst();
+      return Number(r.numUpdatedRows) > 0;
+    },
+    async revokeByUser(userId, now, reason, clientId) {
+      let u = q
+        .updateTable('grants')
+        .set({ revoked_at: now, revoked_reason: reason })
+        .where('user_id', '=', userId)
+        .where('revoked_at', 'is', null);
+      if (clientId !== undefined) u = u.where('client_id', '=', clientId);
+      return (await u.returning('id').execute()).map((r) => r.id);
+    },
+  };
+  const codes: AuthorizationCodeStore = {
+    async insert(c) {
+      await q
+        .insertInto('authorization_codes')
+        .values({ ...c, resources: JSON.stringify(c.resources), amr: JSON.stringify(c.amr) })
+        .execute();
+    },
+    async consume(codeHash, now) {
+      // One conditional UPDATE is the whole race: the database lets exactly one writer flip redeemed_at.
+      const won = await q
+        .updateTable('authorization_codes')
+        .set({ redeemed_at: now })
+        .where('code_hash', '=', codeHash)
+        .where('redeemed_at', 'is', null)
+        .where('expires_at', '>', now)
+        .returningAll()
+        .executeTakeFirst();
+      if (won) return { status: 'ok', code: toCode(won) };
+      const r = await q
+        .selectFrom('authorization_codes')
+        .selectAll()
+        .where('code_hash', '=', codeHash)
+        .executeTakeFirst();
+      if (!r) return { status: 'not_found' };
+      const code = toCode(r);
+      return { status: code.redeemed_at !== null ? 'replayed' : 'expired', code };
+    },
+    async purgeExpired(before) {
+      const r = await q.deleteFrom('authorization_codes').where('expires_at', '<', before).executeTakeFirst();
+      return Number(r.numDeletedRows);
+    },
+  };
+  const refreshTokens: RefreshTokenStore = {
+    async insert(r) {
+      await q.insertInto('refresh_tokens').values(refreshRow(r)).execute();
+    },
+    async get(tokenHash) {
+      const r = await q.selectFrom('refresh_tokens').selectAll().where('token_hash', '=', tokenHash).executeTakeFirst();
+      return r ? toRefresh(r) : undefined;
+    },
+    async rotate(oldHash, next, now) {
+      const won = await q
+        .updateTable('refresh_tokens')
+        .set({ rotated_at: now, replaced_by: next.token_hash })
+        .where('token_hash', '=', oldHash)
+        .where('rotated_at', 'is', null)
+        .returningAll()
+        .executeTakeFirst();
+      if (won) {
+        await q.insertInto('refresh_tokens').values(refreshRow(next)).execute();
+        return { status: 'rotated', previous: toRefresh(won) };
+      }
+      const r = await q.selectFrom('refresh_tokens').selectAll().where('token_hash', '=', oldHash).executeTakeFirst();
+      return r ? { status: 'reused', previous: toRefresh(r) } : { status: 'not_found' };
+    },
+    async purgeExpired(before) {
+      const r = await q
+        .deleteFrom('refresh_tokens')
+        .where((eb) => eb.or([eb('expires_at', '<', before), eb('idle_expires_at', '<', before)]))
+        .executeTakeFirst();
+      return Number(r.numDeletedRows);
+    },
+  };
+  const consents: ConsentStore = {
+    async get(userId, clientId) {
+      const r = await q
+        .selectFrom('consents')
+        .selectAll()
+        .where('user_id', '=', userId)
+        .where('client_id', '=', clientId)
+        .executeTakeFirst();
+      return r ? toConsent(r) : undefined;
+    },
+    async listByUser(userId) {
+      const rows = await q
+        .selectFrom('consents')
+        .selectAll()
+        .where('user_id', '=', userId)
+        .orderBy('client_id')
+        .execute();
+      return rows.map(toConsent);
+    },
+    async grant(userId, clientId, scopes, resources, now) {
+      const prev = await consents.get(userId, clientId);
+      const rec: ConsentRecord = {
+        user_id: userId,
+        client_id: clientId,
+        scope: [...new Set([...(prev?.scope.split(' ').filter(Boolean) ?? []), ...scopes])].sort().join(' '),
+        resources: [...new Set([...(prev?.resources ?? []), ...resources])].sort(),
+        created_at: prev?.created_at ?? now,
+        updated_at: now,
+      };
+      const row = { ...rec, resources: JSON.stringify(rec.resources) };
+      await q
+        .insertInto('consents')
+        .values(row)
+        .onConflict((oc) =>
+          oc.columns(['user_id', 'client_id']).doUpdateSet({
+            scope: row.scope,
+            resources: row.resources,
+            updated_at: row.updated_at,
+          }),
+        )
+        .execute();
+      return rec;
+    },
+    async withdraw(userId, clientId) {
+      const r = await q
+        .deleteFrom('consents')
+        .where('user_id', '=', userId)
+        .where('client_id', '=', clientId)
+        .executeTakeFirst();
+      return Number(r.numDeletedRows) > 0;
+    },
+  };
+  const authorizationRequests: AuthorizationRequestStore = {
+    async insert(r) {
+      await q
+        .insertInto('authorization_requests')
+        .values({ ...r, params: JSON.stringify(r.params) })
+        .execute();
+    },
+    async get(idHash) {
+      const r = await q
+        .selectFrom('authorization_requests')
+        .selectAll()
+        .where('id_hash', '=', idHash)
+        .executeTakeFirst();
+      return r ? toRequest(r) : undefined;
+    },
+    async consume(idHash, clientId, now) {
+      const won = await q
+        .updateTable('authorization_requests')
+        .set({ used_at: now })
+        .where('id_hash', '=', idHash)
+        .where('client_id', '=', clientId)
+        .where('used_at', 'is', null)
+        .where('expires_at', '>', now)
+        .returningAll()
+        .executeTakeFirst();
+      if (won) return { status: 'ok', request: toRequest(won) };
+      const r = await authorizationRequests.get(idHash);
+      if (!r) return { status: 'not_found' };
+      const status = r.client_id !== clientId ? 'wrong_client' : r.used_at !== null ? 'used' : 'expired';
+      return { status, request: r };
+    },
+    async purgeExpired(before) {
+      const r = await q.deleteFrom('authorization_requests').where('expires_at', '<', before).executeTakeFirst();
+      return Number(r.numDeletedRows);
+    },
+  };
+  const deviceCodes: DeviceCodeStore = {
+    async insert(d) {
+      await q
+        .insertInto('device_codes')
+        .values({ ...d, resources: JSON.stringify(d.resources), amr: d.amr === null ? null : JSON.stringify(d.amr) })
+        .execute();
+    },
+    async get(hash) {
+      const r = await q.selectFrom('device_codes').selectAll().where('device_code_hash', '=', hash).executeTakeFirst();
+      return r ? toDevice(r) : undefined;
+    },
+    async getByUserCode(userCode) {
+      const r = await q.selectFrom('device_codes').selectAll().where('user_code', '=', userCode).executeTakeFirst();
+      return r ? toDevice(r) : undefined;
+    },
+    async decide(userCode, d, now) {
+      const r = await q
+        .updateTable('device_codes')
+        .set({
+          status: d.status,
+          user_id: d.user_id,
+          session_id: d.session_id,
+          auth_time: d.auth_time,
+          acr: d.acr,
+          amr: JSON.stringify(d.amr),
+          decided_at: now,
+        })
+        .where('user_code', '=', userCode)
+        .where('status', '=', 'pending')
+        .where('expires_at', '>', now)
+        .executeTakeFirst();
+      return Number(r.numUpdatedRows) > 0;
+    },
+    async poll(hash, now) {
+      const before = await deviceCodes.get(hash);
+      if (!before) return undefined;
+      const slowDown = before.last_poll_at !== null && now - before.last_poll_at < before.interval_s * 1000;
+      await q
+        .updateTable('device_codes')
+        .set({ last_poll_at: now, interval_s: slowDown ? before.interval_s + 5 : before.interval_s })
+        .where('device_code_hash', '=', hash)
+        .execute();
+      return { before, slowDown };
+    },
+    async redeem(hash, now) {
+      const r = await q
+        .updateTable('device_codes')
+        .set({ status: 'redeemed', redeemed_at: now })
+        .where('device_code_hash', '=', hash)
+        .where('status', '=', 'approved')
+        .where('expires_at', '>', now)
+        .returningAll()
+        .executeTakeFirst();
+      return r ? toDevice(r) : undefined;
+    },
+    async purgeExpired(before) {
+      const r = await q.deleteFrom('device_codes').where('expires_at', '<', before).executeTakeFirst();
+      return Number(r.numDeletedRows);
+    },
+  };
+  return {
+    clients,
+    users,
+    keys,
+    revocations,
+    replay,
+    events,
+    meta,
+    sessions,
+    grants,
+    codes,
+    refreshTokens,
+    consents,
+    authorizationRequests,
+    deviceCodes,
+  };
 }
 
 class SqlStorage implements Storage {
@@ -274,6 +688,13 @@ class SqlStorage implements Storage {
   replay: ReplayStore;
   events: EventStore;
   meta: MetaStore;
+  sessions: SessionStore;
+  grants: GrantStore;
+  codes: AuthorizationCodeStore;
+  refreshTokens: RefreshTokenStore;
+  consents: ConsentStore;
+  authorizationRequests: AuthorizationRequestStore;
+  deviceCodes: DeviceCodeStore;
 
   private readonly file: string | undefined;
 
@@ -290,6 +711,13 @@ class SqlStorage implements Storage {
     this.replay = s.replay;
     this.events = s.events;
     this.meta = s.meta;
+    this.sessions = s.sessions;
+    this.grants = s.grants;
+    this.codes = s.codes;
+    this.refreshTokens = s.refreshTokens;
+    this.consents = s.consents;
+    this.authorizationRequests = s.authorizationRequests;
+    this.deviceCodes = s.deviceCodes;
   }
 
   withTransaction<T>(fn: (tx: Stores) => Promise<T>): Promise<T> {

@@ -15,6 +15,9 @@ export interface DB {
     jwks: string | null;
     jwks_uri: string | null;
     disabled: number;
+    post_logout_redirect_uris: string;
+    require_pushed_authorization_requests: number;
+    metadata: string;
     source: string;
     created_at: number;
     updated_at: number;
@@ -71,5 +74,99 @@ export interface DB {
   meta: {
     key: string;
     value: string;
+  };
+  sessions: {
+    id: string;
+    user_id: string | null;
+    auth_time: number | null;
+    amr: string;
+    acr: string | null;
+    created_at: number;
+    last_seen_at: number;
+    expires_at: number;
+    ended_at: number | null;
+    ended_reason: string | null;
+  };
+  grants: {
+    id: string;
+    user_id: string;
+    client_id: string;
+    scope: string;
+    resources: string;
+    session_id: string | null;
+    auth_time: number | null;
+    acr: string | null;
+    amr: string;
+    created_at: number;
+    revoked_at: number | null;
+    revoked_reason: string | null;
+  };
+  authorization_codes: {
+    code_hash: string;
+    grant_id: string;
+    client_id: string;
+    user_id: string;
+    redirect_uri: string;
+    code_challenge: string;
+    code_challenge_method: string;
+    scope: string;
+    resources: string;
+    nonce: string | null;
+    auth_time: number;
+    acr: string | null;
+    amr: string;
+    session_id: string | null;
+    created_at: number;
+    expires_at: number;
+    redeemed_at: number | null;
+  };
+  refresh_tokens: {
+    token_hash: string;
+    grant_id: string;
+    client_id: string;
+    user_id: string;
+    scope: string;
+    resources: string;
+    created_at: number;
+    idle_expires_at: number;
+    expires_at: number;
+    rotated_at: number | null;
+    replaced_by: string | null;
+  };
+  consents: {
+    user_id: string;
+    client_id: string;
+    scope: string;
+    resources: string;
+    created_at: number;
+    updated_at: number;
+  };
+  authorization_requests: {
+    id_hash: string;
+    kind: string;
+    client_id: string;
+    params: string;
+    created_at: number;
+    expires_at: number;
+    used_at: number | null;
+  };
+  device_codes: {
+    device_code_hash: string;
+    user_code: string;
+    client_id: string;
+    scope: string;
+    resources: string;
+    status: string;
+    interval_s: number;
+    last_poll_at: number | null;
+    user_id: string | null;
+    session_id: string | null;
+    auth_time: number | null;
+    acr: string | null;
+    amr: string | null;
+    created_at: number;
+    expires_at: number;
+    decided_at: number | null;
+    redeemed_at: number | null;
   };
 }
