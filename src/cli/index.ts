@@ -3,6 +3,7 @@ import { resolve } from 'node:path';
 import { Command, Option } from 'commander';
 import { starterConfig } from '../config/starter.ts';
 import { ConfigError } from '../errors/oauth-error.ts';
+import { addUser, disableUser, enableUser, setPassword, type UserAdmin } from '../identity/users.ts';
 import { loadKek } from '../keys/kek.ts';
 import { isPublished, KeyManager } from '../keys/manager.ts';
 import { systemClock } from '../lib/clock.ts';
@@ -37,6 +38,15 @@ async function open(configPath: string | undefined) {
   const { config } = m.loadConfig(configPath);
   const { storage, applied } = await m.openMigrated(config, systemClock);
   return { config, storage, applied, m };
+}
+
+/** One line from standard input (a password is never taken from the command line, where `ps` would show it). */
+async function readSecretLine(): Promise<string> {
+  const chunks: Buffer[] = [];
+  for await (const c of process.stdin) chunks.push(c as Buffer);
+  const line = Buffer.concat(chunks).toString('utf8').split(/\r?\n/)[0] ?? '';
+  if (!line) throw new Error('no password on standard input');
+  return line;
 }
 
 export async function runCli(argv: string[]): Promise<void> {
@@ -235,6 +245,100 @@ export async function runCli(argv: string[]): Promise<void> {
             recordRevocation(tx, { kind, value, at: now, expiresAt: now + maxLife, reason: o.reason, actor: 'cli' }),
           );
           process.stdout.write(`revoked ${kind} ${value}\n`);
+        });
+      } catch (e) {
+        fail(e);
+      }
+    });
+
+  const users = program.command('users').description('people who sign in');
+  const admin = (s: Awaited<ReturnType<typeof open>>): UserAdmin => ({
+    storage: s.storage,
+    clock: systemClock,
+    config: s.config,
+    maxTokenLifetime: s.m.keyPolicy(s.config).maxTokenLifetime,
+  });
+  users
+    .command('add <username>')
+    .description('create a user; the password is read from standard input (one line) with --password-stdin')
+    .addOption(configOpt())
+    .option('--email <email>')
+    .option('--name <name>')
+    .option('--password-stdin', 'read the password from standard input')
+    .action(
+      async (username: string, o: { config?: string; email?: string; name?: string; passwordStdin?: boolean }) => {
+        try {
+          const password = o.passwordStdin ? await readSecretLine() : undefined;
+          await withStorage(o.config, async (s) => {
+            const u = await addUser(admin(s), { username, password, email: o.email, name: o.name });
+            process.stdout.write(`created user ${u.username} (id ${u.id})${password ? '' : ' without a password'}\n`);
+          });
+        } catch (e) {
+          fail(e);
+        }
+      },
+    );
+  users
+    .command('list')
+    .addOption(configOpt())
+    .option('--json', 'machine-readable output')
+    .action(async (o: { config?: string; json?: boolean }) => {
+      try {
+        await withStorage(o.config, async ({ storage }) => {
+          const list = (await storage.users.list()).map(({ password_hash, ...u }) => ({
+            ...u,
+            has_password: password_hash !== null,
+          }));
+          if (o.json) process.stdout.write(`${JSON.stringify(list, null, 2)}\n`);
+          else
+            for (const u of list)
+              process.stdout.write(
+                `${u.username}\t${u.id}\t${u.email ?? '-'}\t${u.disabled ? 'disabled' : 'enabled'}\t${u.source}\n`,
+              );
+        });
+      } catch (e) {
+        fail(e);
+      }
+    });
+  users
+    .command('disable <username>')
+    .description("disable a user: ends the user's sessions and revokes every grant (tokens stop working at once)")
+    .addOption(configOpt())
+    .action(async (username: string, o: { config?: string }) => {
+      try {
+        await withStorage(o.config, async (s) => {
+          const r = await disableUser(admin(s), username);
+          process.stdout.write(
+            `disabled ${r.user.username}: ${r.sessionsEnded} session(s) ended, ${r.grantsRevoked} grant(s) revoked\n`,
+          );
+        });
+      } catch (e) {
+        fail(e);
+      }
+    });
+  users
+    .command('enable <username>')
+    .addOption(configOpt())
+    .action(async (username: string, o: { config?: string }) => {
+      try {
+        await withStorage(o.config, async (s) => {
+          await enableUser(admin(s), username);
+          process.stdout.write(`enabled ${username}\n`);
+        });
+      } catch (e) {
+        fail(e);
+      }
+    });
+  users
+    .command('set-password <username>')
+    .description('set a new password, read from standard input (one line)')
+    .addOption(configOpt())
+    .action(async (username: string, o: { config?: string }) => {
+      try {
+        const password = await readSecretLine();
+        await withStorage(o.config, async (s) => {
+          await setPassword(admin(s), username, password);
+          process.stdout.write(`password set for ${username}\n`);
         });
       } catch (e) {
         fail(e);

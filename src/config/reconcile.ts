@@ -29,6 +29,9 @@ export async function reconcileConfig(
   const userRows: Array<UserRecord & { changed: boolean; isNew: boolean }> = [];
   for (const u of config.users) {
     const prev = existingUsers.get(u.username);
+    // A user changed through the CLI (disabled, new password) is the CLI's from then on: a restart must not
+    // silently re-enable an account an administrator disabled.
+    if (prev?.source === 'cli') continue;
     let passwordHash = prev?.password_hash ?? null;
     if (
       u.password !== undefined &&
