@@ -202,6 +202,7 @@ export async function startServer(config: Config, opts: { demo: boolean; log?: L
   };
   const app = await buildApp({
     ctx,
+    maxTokenLifetime: () => keyPolicy(config).maxTokenLifetime,
     metrics,
     ready: async () => {
       await storage.ping();
@@ -234,6 +235,14 @@ export async function startServer(config: Config, opts: { demo: boolean; log?: L
         void (async () => {
           const now = clock.nowMs();
           await storage.replay.purgeExpired(now);
+          // Sign-in records: keep spent codes and rotated refresh tokens a day past expiry so replays are still
+          // recognised as replays (and revoke) rather than answered as unknown.
+          const day = 86_400_000;
+          await storage.sessions.purgeExpired(now - day);
+          await storage.codes.purgeExpired(now - day);
+          await storage.refreshTokens.purgeExpired(now - day);
+          await storage.authorizationRequests.purgeExpired(now - day);
+          await storage.deviceCodes.purgeExpired(now - day);
           await storage.revocations.purgeExpired(now);
         })().catch((err) => log.error({ err }, 'purge failed')),
       600_000,

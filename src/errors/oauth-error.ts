@@ -14,7 +14,18 @@ export type OAuthErrorCode =
   | 'server_error'
   | 'temporarily_unavailable'
   | 'invalid_token'
-  | 'insufficient_scope';
+  | 'insufficient_scope'
+  // Authorization endpoint (RFC 6749 §4.1.2.1, OIDC Core §3.1.2.6, RFC 9126 §2.3)
+  | 'unsupported_response_type'
+  | 'access_denied'
+  | 'login_required'
+  | 'consent_required'
+  | 'interaction_required'
+  | 'invalid_request_uri'
+  | 'request_not_supported'
+  // Pages (not OAuth codes; shown on error pages only)
+  | 'invalid_csrf_token'
+  | 'not_found';
 
 export class OAuthError extends Error {
   readonly code: OAuthErrorCode;
@@ -96,6 +107,54 @@ export class ServerError extends OAuthError {
 export class TemporarilyUnavailable extends OAuthError {
   constructor(description = 'the server is temporarily unable to handle the request', retryAfterSeconds = 1) {
     super('temporarily_unavailable', 503, description, { 'retry-after': String(retryAfterSeconds) });
+  }
+}
+
+/** RFC 6749 §4.1.2.1. */
+export class UnsupportedResponseType extends OAuthError {
+  constructor(description: string) {
+    super('unsupported_response_type', 400, description);
+  }
+}
+
+export class AccessDenied extends OAuthError {
+  constructor(description: string) {
+    super('access_denied', 403, description);
+  }
+}
+
+/** OIDC Core §3.1.2.6: prompt=none and no usable session. */
+export class LoginRequired extends OAuthError {
+  constructor(description: string) {
+    super('login_required', 400, description);
+  }
+}
+
+/** OIDC Core §3.1.2.6: prompt=none and consent is missing. */
+export class ConsentRequired extends OAuthError {
+  constructor(description: string) {
+    super('consent_required', 400, description);
+  }
+}
+
+/** RFC 9126 §2.3 / RFC 9101 §6.2: the request_uri is unknown, used, expired or another client's. */
+export class InvalidRequestUri extends OAuthError {
+  constructor(description: string) {
+    super('invalid_request_uri', 400, description);
+  }
+}
+
+/** OIDC Core §3.1.2.6: request objects (the request parameter) are not supported. */
+export class RequestNotSupported extends OAuthError {
+  constructor(description: string) {
+    super('request_not_supported', 400, description);
+  }
+}
+
+/** A form POST without the session's CSRF token (a page error, never sent to a client). */
+export class InvalidCsrfToken extends OAuthError {
+  constructor() {
+    super('invalid_csrf_token', 403, 'the form expired or did not come from this site; go back and try again');
   }
 }
 

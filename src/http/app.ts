@@ -1,4 +1,4 @@
-import Fastify, { type FastifyReply, type FastifyRequest, LogController } from 'fastify';
+import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest, LogController } from 'fastify';
 import { InvalidRequest, OAuthError, ServerError, toErrorResponse } from '../errors/oauth-error.ts';
 import type { OffsetClock } from '../lib/clock.ts';
 import { randomId } from '../lib/crypto.ts';
@@ -6,13 +6,17 @@ import type { ClientAuthInput } from '../oauth/client-auth/authenticate.ts';
 import type { OAuthContext, RequestMeta } from '../oauth/context.ts';
 import { discoveryDocument, PATHS } from '../oauth/endpoints/discovery.ts';
 import { introspectionEndpoint } from '../oauth/endpoints/introspect.ts';
+import { parEndpoint } from '../oauth/endpoints/par.ts';
 import { revocationEndpoint } from '../oauth/endpoints/revoke.ts';
 import { tokenEndpoint } from '../oauth/endpoints/token.ts';
-import { NOT_FORM, parseForm, type RawBody } from './form.ts';
+import { LENIENT_FORM, NOT_FORM, parseForm, parseParamsLenient, type RawBody } from './form.ts';
 import type { HttpMetrics } from './metrics.ts';
+import { registerPages } from './pages.ts';
 
 export interface AppOptions {
   ctx: OAuthContext;
+  /** Longest access token lifetime plus skew (seconds): how long a grant revocation record must live. */
+  maxTokenLifetime: () => number;
   metrics: HttpMetrics;
   /** Readiness: storage reachable and a key can sign. */
   ready: () => Promise<boolean>;
@@ -66,8 +70,14 @@ export async function buildApp(opts: AppOptions) {
   });
 
   app.removeAllContentTypeParsers();
-  app.addContentTypeParser('application/x-www-form-urlencoded', { parseAs: 'string' }, (_req, body, done) => {
+  // Browser-facing endpoints decide themselves what a repeated parameter means (a redirect to a trusted client
+  // with invalid_request at /authorize), so their forms are parsed without refusing repeats.
+  const lenientPaths = new Set([PATHS.authorize, PATHS.endSession, '/login', '/consent', '/account/consents/withdraw']);
+  app.addContentTypeParser('application/x-www-form-urlencoded', { parseAs: 'string' }, (req, body, done) => {
     try {
+      const path = req.url.split('?')[0] ?? '';
+      if (lenientPaths.has(path))
+        return done(null, { [LENIENT_FORM]: true, ...parseParamsLenient(body as string, limits.parameter_bytes) });
       done(null, parseForm(body as string, limits.parameter_bytes));
     } catch (e) {
       done(e as Error, undefined);
@@ -136,6 +146,14 @@ export async function buildApp(opts: AppOptions) {
     await revocationEndpoint(ctx, formInput(req), meta(req));
     return reply.headers(tokenHeaders).send();
   });
+
+  // RFC 9126 §2.2: 201 with the request_uri; errors as at the token endpoint.
+  app.post(PATHS.par, async (req, reply) => {
+    await ctx.refresh();
+    const res = await parEndpoint(ctx, formInput(req), meta(req));
+    return reply.code(201).headers(tokenHeaders).send(res);
+  });
+  registerPages(app as unknown as FastifyInstance, ctx, opts.maxTokenLifetime);
 
   const publicCache = (reply: FastifyReply, maxAge: number) =>
     reply.header('cache-control', `public, max-age=${maxAge}`).header('access-control-allow-origin', '*');

@@ -44,3 +44,53 @@ export function parseForm(body: string, maxParamBytes: number): Record<string, s
   }
   return out;
 }
+
+/**
+ * Parses a query string or form body keeping the first value of each parameter and listing repeated names, for the
+ * endpoints that must answer a repeated parameter with a redirect to the client rather than a bare 400
+ * (/authorize, /logout): the caller decides once it knows whether the redirect target can be trusted.
+ */
+export function parseParamsLenient(
+  body: string,
+  maxParamBytes: number,
+): { params: Record<string, string>; repeated: string[] } {
+  const params: Record<string, string> = Object.create(null);
+  const repeated: string[] = [];
+  const seen = new Set<string>();
+  if (body.length === 0) return { params, repeated };
+  for (const pair of body.split('&')) {
+    if (pair === '') continue;
+    const eq = pair.indexOf('=');
+    const rawKey = eq === -1 ? pair : pair.slice(0, eq);
+    const rawVal = eq === -1 ? '' : pair.slice(eq + 1);
+    if (rawKey.length > 256 || rawVal.length > maxParamBytes * 3)
+      throw new InvalidRequest(`parameter exceeds ${maxParamBytes} bytes`);
+    let key: string;
+    let val: string;
+    try {
+      key = decodeURIComponent(rawKey.replace(/\+/g, ' '));
+      val = decodeURIComponent(rawVal.replace(/\+/g, ' '));
+    } catch {
+      throw new InvalidRequest('malformed percent-encoding');
+    }
+    if (Buffer.byteLength(val) > maxParamBytes)
+      throw new InvalidRequest(`parameter ${key.slice(0, 40)} exceeds ${maxParamBytes} bytes`);
+    if (seen.has(key)) {
+      if (!repeated.includes(key)) repeated.push(key);
+      continue;
+    }
+    seen.add(key);
+    // RFC 6749 §3.1: parameters sent without a value are treated as omitted.
+    if (val !== '') params[key] = val;
+  }
+  return { params, repeated };
+}
+
+/** Marker for a body parsed by parseParamsLenient. */
+export const LENIENT_FORM = Symbol('lenient-form');
+
+export interface LenientBody {
+  [LENIENT_FORM]: true;
+  params: Record<string, string>;
+  repeated: string[];
+}

@@ -7,6 +7,9 @@ export const PATHS = {
   introspect: '/introspect',
   revoke: '/revoke',
   jwks: '/jwks',
+  authorize: '/authorize',
+  par: '/par',
+  endSession: '/logout',
 } as const;
 
 /**
@@ -24,9 +27,20 @@ export function discoveryDocument(ctx: OAuthContext): Record<string, unknown> {
     jwks_uri: iss + PATHS.jwks,
     introspection_endpoint: iss + PATHS.introspect,
     revocation_endpoint: iss + PATHS.revoke,
+    authorization_endpoint: iss + PATHS.authorize,
+    pushed_authorization_request_endpoint: iss + PATHS.par,
+    // Per client (RFC 9126 §5); not required of every client.
+    require_pushed_authorization_requests: false,
+    end_session_endpoint: iss + PATHS.endSession,
     grant_types_supported: Object.keys(GRANT_HANDLERS),
-    // No authorization endpoint is served yet, so no response type works.
-    response_types_supported: [],
+    response_types_supported: ['code'],
+    response_modes_supported: ['query'],
+    code_challenge_methods_supported: ['S256'],
+    // RFC 9207 §3: every authorization response carries iss.
+    authorization_response_iss_parameter_supported: true,
+    prompt_values_supported: ['none', 'login', 'consent'],
+    request_parameter_supported: false,
+    request_uri_parameter_supported: false,
     scopes_supported: [...scopes],
     token_endpoint_auth_methods_supported: authMethods,
     token_endpoint_auth_signing_alg_values_supported: [...ASSERTION_ALGORITHMS],

@@ -1,0 +1,59 @@
+import { InvalidRequest, type OAuthError } from '../../errors/oauth-error.ts';
+import {
+  AuthorizationPageError,
+  AuthorizationRedirectError,
+  externalParams,
+  resolveClientAndRedirect,
+  storeAuthorizationRequest,
+  validateAuthorizationParams,
+} from '../authorization/request.ts';
+import { authenticateClient, type ClientAuthInput } from '../client-auth/authenticate.ts';
+import type { OAuthContext, RequestMeta } from '../context.ts';
+
+/** Parameters that authenticate the client at /par; they are not part of the authorization request. */
+const AUTH_PARAMS = ['client_secret', 'client_assertion', 'client_assertion_type'];
+
+/**
+ * RFC 9126 §2 pushed authorization request endpoint: authenticate the client, validate the request exactly as
+ * /authorize would, store it, and answer a single-use request_uri bound to this client.
+ */
+export async function parEndpoint(
+  ctx: OAuthContext,
+  input: ClientAuthInput,
+  meta: RequestMeta,
+): Promise<{ request_uri: string; expires_in: number }> {
+  const { client } = await authenticateClient(ctx, input, meta, { allowPublic: true });
+  const params = externalParams(input.params);
+  for (const k of AUTH_PARAMS) delete params[k];
+  // RFC 9126 §2.1: request_uri must not be pushed.
+  if (params.request_uri !== undefined) throw new InvalidRequest('request_uri must not be sent to the PAR endpoint');
+  params.client_id = client.client_id;
+  try {
+    const { redirectUri } = await resolveClientAndRedirect(ctx, params);
+    const req = validateAuthorizationParams(ctx, client, redirectUri, params, { pushed: true });
+    const ttl = ctx.config.authorization.par_ttl;
+    const { requestUri } = await storeAuthorizationRequest(ctx, 'par', client.client_id, req.params, ttl);
+    await ctx.storage.events.append({
+      type: 'par.created',
+      at: ctx.clock.nowMs(),
+      client_id: client.client_id,
+      request_id: meta.requestId,
+      data: { expires_in: ttl, scope: req.scopes.join(' ') },
+    });
+    return { request_uri: requestUri, expires_in: ttl };
+  } catch (e) {
+    // RFC 9126 §2.3: errors are JSON, as at the token endpoint; nothing is redirected.
+    let err: OAuthError | undefined;
+    if (e instanceof AuthorizationRedirectError) err = e.oauth;
+    else if (e instanceof AuthorizationPageError) err = new InvalidRequest(e.description);
+    if (!err) throw e;
+    await ctx.storage.events.append({
+      type: 'authorization.failed',
+      at: ctx.clock.nowMs(),
+      client_id: client.client_id,
+      request_id: meta.requestId,
+      data: { error: err.code, description: err.description, endpoint: 'par' },
+    });
+    throw err;
+  }
+}
