@@ -268,6 +268,7 @@ export async function startServer(config: Config, opts: { demo: boolean; log?: L
         for (const t of timers) clearInterval(t);
         await app.close(); // stops accepting, lets in-flight requests finish
         await events.close();
+        await keys.close();
         await storage.events.append({ type: 'server.stopped', at: clock.nowMs(), actor: 'shutdown', data: {} });
         await storage.close();
       })();

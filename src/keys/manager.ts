@@ -1,11 +1,12 @@
-import { createPrivateKey, generateKeyPairSync, type KeyObject, type webcrypto } from 'node:crypto';
+import { createPrivateKey, generateKeyPairSync, type KeyObject } from 'node:crypto';
 import { calculateJwkThumbprint, type JWK } from 'jose';
 import type { SigningAlgorithm } from '../config/schema.ts';
 import type { SecurityEvent } from '../events/catalogue.ts';
 import type { Clock } from '../lib/clock.ts';
-import { webCryptoAlgorithm } from '../oauth/tokens/jws.ts';
+import { encodeSegment } from '../lib/jws.ts';
 import type { SigningKeyRecord, Storage, Stores } from '../storage/ports.ts';
 import type { Kek } from './kek.ts';
+import { SignerPool } from './signer-pool.ts';
 
 export interface KeyPolicy {
   algorithm: SigningAlgorithm;
@@ -21,8 +22,6 @@ export interface ActiveKey {
   kid: string;
   alg: string;
   key: KeyObject;
-  /** The same private key as a WebCrypto key, for signing off the main thread. */
-  cryptoKey: webcrypto.CryptoKey;
 }
 
 export interface RotationResult {
@@ -59,7 +58,9 @@ export function isPublished(k: SigningKeyRecord, now: number): boolean {
  */
 export class KeyManager {
   private keys: SigningKeyRecord[] = [];
-  private readonly decrypted = new Map<string, { key: KeyObject; cryptoKey: webcrypto.CryptoKey }>();
+  private readonly decrypted = new Map<string, { key: KeyObject }>();
+  private pool: SignerPool | undefined;
+  private readonly headers = new Map<string, string>();
   private readonly storage: Storage;
   private readonly kek: Kek;
   private readonly policy: KeyPolicy;
@@ -150,10 +151,36 @@ export class KeyManager {
         );
       }
       const key = createPrivateKey({ key: jwk as never, format: 'jwk' });
-      entry = { key, cryptoKey: key.toCryptoKey(webCryptoAlgorithm(rec.alg).import, false, ['sign']) };
+      entry = { key };
       this.decrypted.set(rec.kid, entry);
     }
     return { kid: rec.kid, alg: rec.alg, ...entry };
+  }
+
+  /**
+   * Signs a JWT with the key that signs now, on the signer worker pool (started on first use, so CLI commands
+   * never start threads). The header gets alg and kid; typ comes from the caller.
+   */
+  async signJwt(
+    typ: string,
+    claims: Record<string, unknown>,
+    k: ActiveKey = this.current(),
+  ): Promise<{ token: string; kid: string }> {
+    this.pool ??= new SignerPool();
+    const hk = `${k.kid} ${typ}`;
+    let header = this.headers.get(hk);
+    if (header === undefined) {
+      header = encodeSegment({ alg: k.alg, typ, kid: k.kid });
+      this.headers.set(hk, header);
+    }
+    const input = `${header}.${encodeSegment(claims)}`;
+    return { token: await this.pool.sign(k.kid, k.alg, k.key, input), kid: k.kid };
+  }
+
+  /** Stops the signer threads. */
+  async close(): Promise<void> {
+    await this.pool?.close();
+    this.pool = undefined;
   }
 
   /** Public keys currently published, newest first. */

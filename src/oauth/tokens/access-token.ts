@@ -1,7 +1,7 @@
 import { createPublicKey, type KeyObject } from 'node:crypto';
 import { randomId } from '../../lib/crypto.ts';
+import { verifyCompactSignature } from '../../lib/jws.ts';
 import type { OAuthContext, RequestMeta } from '../context.ts';
-import { signCompactAsync, verifyCompactSignature } from './jws.ts';
 
 export interface AccessTokenGrant {
   clientId: string;
@@ -36,10 +36,10 @@ export async function issueAccessToken(
   grant: AccessTokenGrant,
   meta: RequestMeta,
 ): Promise<IssuedAccessToken> {
-  const signer = ctx.keys.current();
   const nowMs = ctx.clock.nowMs();
   const iat = Math.floor(nowMs / 1000);
   const ttl = accessTokenTtl(ctx, grant.resource);
+  const exp = iat + ttl;
   const jti = randomId();
   const scope = grant.scopes.join(' ');
   const claims: Record<string, unknown> = {
@@ -50,33 +50,28 @@ export async function issueAccessToken(
     scope,
     jti,
     iat,
-    exp: iat + ttl,
+    exp,
   };
   if (grant.grantId) claims.grant_id = grant.grantId;
-  const token = await signCompactAsync(
-    { alg: signer.alg, typ: 'at+jwt', kid: signer.kid },
-    claims,
-    signer.alg,
-    signer.cryptoKey,
-  );
-  await ctx.events.write({
-    type: 'token.issued',
-    at: nowMs,
-    request_id: meta.requestId,
-    client_id: grant.clientId,
-    subject: grant.sub,
-    jti,
-    grant_id: grant.grantId ?? null,
-    data: {
-      token_type: 'access_token',
-      grant_type: grant.grantType,
-      aud: grant.resource,
-      scope,
-      exp: iat + ttl,
-      kid: signer.kid,
-    },
-  });
-  return { access_token: token, token_type: 'Bearer', expires_in: ttl, scope, jti, kid: signer.kid };
+  const signer = ctx.keys.current();
+  const kid = signer.kid;
+  // The signature and the durable event are produced concurrently; the token is released only when both are done.
+  // If signing failed after the event was written, the record names a token nobody received: harmless, and the
+  // reverse (a token without its record) cannot happen.
+  const [signed] = await Promise.all([
+    ctx.keys.signJwt('at+jwt', claims, signer),
+    ctx.events.write({
+      type: 'token.issued',
+      at: nowMs,
+      request_id: meta.requestId,
+      client_id: grant.clientId,
+      subject: grant.sub,
+      jti,
+      grant_id: grant.grantId ?? null,
+      data: { token_type: 'access_token', grant_type: grant.grantType, aud: grant.resource, scope, exp, kid },
+    }),
+  ]);
+  return { access_token: signed.token, token_type: 'Bearer', expires_in: ttl, scope, jti, kid: signed.kid };
 }
 
 export interface VerifiedAccessToken {

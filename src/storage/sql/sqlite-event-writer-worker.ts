@@ -1,6 +1,5 @@
 import { parentPort, workerData } from 'node:worker_threads';
 import Database from 'better-sqlite3';
-import type { SecurityEvent } from '../../events/catalogue.ts';
 
 // Worker side of SqliteEventWriter: one connection, one prepared statement. Batches that arrive while a commit is
 // running are merged into the next transaction (group commit across batches), then each sender is answered.
@@ -11,23 +10,18 @@ db.pragma('busy_timeout = 5000');
 const insert = db.prepare(
   'INSERT INTO events (type, at, client_id, subject, jti, grant_id, request_id, actor, data, leaf_index) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, NULL)',
 );
-const insertAll = db.transaction((batches: Array<{ events: SecurityEvent[] }>) => {
-  for (const b of batches)
-    for (const e of b.events)
-      insert.run(
-        e.type,
-        e.at,
-        e.client_id ?? null,
-        e.subject ?? null,
-        e.jti ?? null,
-        e.grant_id ?? null,
-        e.request_id ?? null,
-        e.actor ?? null,
-        JSON.stringify(e.data),
-      );
+/** Columns per event in a batch's flat rows array (see SqliteEventWriter.appendMany). */
+const COLUMNS = 9;
+const insertAll = db.transaction((batches: Batch[]) => {
+  for (const b of batches) for (let i = 0; i < b.rows.length; i += COLUMNS) insert.run(...b.rows.slice(i, i + COLUMNS));
 });
 
-let pending: Array<{ id: number; events: SecurityEvent[] }> = [];
+interface Batch {
+  id: number;
+  rows: Array<string | number | null>;
+}
+
+let pending: Batch[] = [];
 let scheduled = false;
 
 function commit(): void {
@@ -36,14 +30,14 @@ function commit(): void {
   pending = [];
   try {
     insertAll(batches);
-    for (const b of batches) parentPort?.postMessage({ id: b.id });
+    parentPort?.postMessage({ ids: batches.map((b) => b.id) });
   } catch (e) {
     const error = e instanceof Error ? e.message : String(e);
-    for (const b of batches) parentPort?.postMessage({ id: b.id, error });
+    parentPort?.postMessage({ ids: batches.map((b) => b.id), error });
   }
 }
 
-parentPort?.on('message', (m: { id: number; events: SecurityEvent[] }) => {
+parentPort?.on('message', (m: Batch) => {
   pending.push(m);
   if (!scheduled) {
     scheduled = true;
