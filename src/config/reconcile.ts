@@ -84,7 +84,8 @@ export async function reconcileConfig(
         metadata: Object.fromEntries(
           (['logo_uri', 'client_uri', 'policy_uri', 'tos_uri'] as const)
             .filter((k) => c[k] !== undefined)
-            .map((k) => [k, c[k]]),
+            .map((k) => [k, c[k]] as [string, unknown])
+            .concat([['refresh_token_requires_offline_access', c.refresh_token_requires_offline_access]]),
         ),
         source: 'config',
         created_at: prev?.created_at ?? now,

@@ -124,6 +124,12 @@ export const clientSchema = z.strictObject({
   client_uri: z.url().optional().describe('Home page of the client, linked from the consent page (RFC 7591).'),
   policy_uri: z.url().optional().describe('Privacy policy of the client, linked from the consent page (RFC 7591).'),
   tos_uri: z.url().optional().describe('Terms of service of the client, linked from the consent page (RFC 7591).'),
+  refresh_token_requires_offline_access: z
+    .boolean()
+    .default(true)
+    .describe(
+      'For OpenID requests (scope openid), issue a refresh token only when offline_access was granted. Requests without openid get one whenever grant_types has refresh_token.',
+    ),
 });
 
 export const userSchema = z.strictObject({
@@ -184,6 +190,13 @@ export const configSchema = z.strictObject({
   tokens: z
     .strictObject({
       access_token_ttl: duration('10m').describe('Access token lifetime.'),
+      id_token_ttl: duration('10m').describe('ID token lifetime (OpenID Connect).'),
+      refresh_token_idle_ttl: duration('24h').describe(
+        'A refresh token unused for this long is dead (each rotation starts the period again).',
+      ),
+      refresh_token_absolute_ttl: duration('14d').describe(
+        "A grant's refresh tokens all die this long after the user authorised it, however often rotated.",
+      ),
       /** Tolerance for clocks of clients signing assertions. */
       clock_skew: duration('30s').describe("Tolerance for other parties' clocks."),
       /** Longest lifetime (exp - iat) accepted on a private_key_jwt client assertion. */

@@ -171,6 +171,34 @@ export function toErrorResponse(err: OAuthError): { status: number; headers: Rec
   };
 }
 
+/** RFC 6750 §3: a protected resource answers a missing or bad bearer token with 401 and WWW-Authenticate. */
+function bearerChallenge(code: string | undefined, description: string | undefined, scope?: string): string {
+  const parts = ['Bearer realm="portcullis"'];
+  if (code) parts.push(`error="${code}"`);
+  if (description) parts.push(`error_description="${description.replace(/["\\]/g, '')}"`);
+  if (scope) parts.push(`scope="${scope}"`);
+  return parts.join(', ');
+}
+
+export class InvalidToken extends OAuthError {
+  /** No credentials at all: RFC 6750 §3.1 says the challenge then carries no error code. */
+  constructor(description: string, missing = false) {
+    super('invalid_token', 401, description, {
+      'www-authenticate': missing
+        ? bearerChallenge(undefined, undefined)
+        : bearerChallenge('invalid_token', description),
+    });
+  }
+}
+
+export class InsufficientScope extends OAuthError {
+  constructor(description: string, scope: string) {
+    super('insufficient_scope', 403, description, {
+      'www-authenticate': bearerChallenge('insufficient_scope', description, scope),
+    });
+  }
+}
+
 /** Configuration and operational errors that are not OAuth protocol errors. */
 export class ConfigError extends Error {
   readonly problems: string[];

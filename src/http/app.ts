@@ -9,6 +9,7 @@ import { introspectionEndpoint } from '../oauth/endpoints/introspect.ts';
 import { parEndpoint } from '../oauth/endpoints/par.ts';
 import { revocationEndpoint } from '../oauth/endpoints/revoke.ts';
 import { tokenEndpoint } from '../oauth/endpoints/token.ts';
+import { userinfoEndpoint } from '../oauth/endpoints/userinfo.ts';
 import { LENIENT_FORM, NOT_FORM, parseForm, parseParamsLenient, type RawBody } from './form.ts';
 import type { HttpMetrics } from './metrics.ts';
 import { registerPages } from './pages.ts';
@@ -154,6 +155,14 @@ export async function buildApp(opts: AppOptions) {
   });
 
   // RFC 9126 §2.2: 201 with the request_uri; errors as at the token endpoint.
+  // OIDC Core §5.3.1: GET and POST; CORS-readable so browser-based clients can call it with their token.
+  const userinfo = async (req: FastifyRequest, reply: FastifyReply) => {
+    const input = req.method === 'POST' ? formInput(req) : { authorization: req.headers.authorization, params: {} };
+    const res = await userinfoEndpoint(ctx, input, meta(req));
+    return reply.headers(tokenHeaders).header('access-control-allow-origin', '*').send(res);
+  };
+  app.get(PATHS.userinfo, userinfo);
+  app.post(PATHS.userinfo, userinfo);
   app.post(PATHS.par, async (req, reply) => {
     await ctx.refresh();
     const res = await parEndpoint(ctx, formInput(req), meta(req));

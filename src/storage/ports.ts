@@ -274,6 +274,8 @@ export interface GrantStore {
 
 export interface AuthorizationCodeStore {
   insert(c: AuthorizationCodeRecord): Promise<void>;
+  /** The code by hash, redeemed or not (the token endpoint checks client, redirect_uri and PKCE before consuming). */
+  get(codeHash: string): Promise<AuthorizationCodeRecord | undefined>;
   /**
    * Atomically marks the code redeemed. Exactly one caller among concurrent ones gets `ok`; a code already
    * redeemed answers `replayed` (RFC 6749 §4.1.2: the caller should revoke what the code produced); a code past

@@ -1,5 +1,7 @@
+import { OIDC_SCOPES } from '../../config/load.ts';
 import { ASSERTION_ALGORITHMS } from '../../config/schema.ts';
 import type { OAuthContext } from '../context.ts';
+import { USERINFO_PATH } from '../grants/user-tokens.ts';
 import { GRANT_HANDLERS } from './token.ts';
 
 export const PATHS = {
@@ -10,6 +12,7 @@ export const PATHS = {
   authorize: '/authorize',
   par: '/par',
   endSession: '/logout',
+  userinfo: USERINFO_PATH,
 } as const;
 
 /**
@@ -19,7 +22,7 @@ export const PATHS = {
 export function discoveryDocument(ctx: OAuthContext): Record<string, unknown> {
   const iss = ctx.config.issuer;
   const authMethods = ['client_secret_basic', 'client_secret_post', 'private_key_jwt'];
-  const scopes = new Set<string>();
+  const scopes = new Set<string>(OIDC_SCOPES);
   for (const r of ctx.config.resources) for (const s of r.scopes) scopes.add(s);
   return {
     issuer: iss,
@@ -49,5 +52,28 @@ export function discoveryDocument(ctx: OAuthContext): Record<string, unknown> {
     revocation_endpoint_auth_methods_supported: authMethods,
     revocation_endpoint_auth_signing_alg_values_supported: [...ASSERTION_ALGORITHMS],
     access_token_signing_alg_values_supported: [ctx.config.keys.algorithm],
+    // OpenID Provider metadata (OIDC Discovery §3).
+    userinfo_endpoint: iss + PATHS.userinfo,
+    id_token_signing_alg_values_supported: [ctx.config.keys.algorithm],
+    subject_types_supported: ['public'],
+    claims_supported: [
+      'sub',
+      'iss',
+      'aud',
+      'exp',
+      'iat',
+      'auth_time',
+      'nonce',
+      'acr',
+      'amr',
+      'sid',
+      'at_hash',
+      'name',
+      'preferred_username',
+      'updated_at',
+      'email',
+      'email_verified',
+    ],
+    claims_parameter_supported: false,
   };
 }

@@ -1,6 +1,9 @@
 import { InvalidRequest } from '../../errors/oauth-error.ts';
+import { sha256Hex } from '../../lib/crypto.ts';
 import { authenticateClient, type ClientAuthInput } from '../client-auth/authenticate.ts';
 import type { OAuthContext, RequestMeta } from '../context.ts';
+import { revokeGrant } from '../grant-revocation.ts';
+import { maxAccessTokenTtl } from '../grants/user-tokens.ts';
 import { recordRevocation } from '../revocation-set.ts';
 import { verifyOwnAccessToken } from '../tokens/access-token.ts';
 
@@ -13,7 +16,7 @@ export async function revocationEndpoint(ctx: OAuthContext, input: ClientAuthInp
   const token = input.params.token;
   if (token === undefined || token === '') throw new InvalidRequest('token is required');
   const v = verifyOwnAccessToken(ctx, token);
-  if (!v) return;
+  if (!v) return revokeRefreshToken(ctx, client.client_id, token, meta);
   const c = v.claims;
   if (c.client_id !== client.client_id) {
     ctx.log.warn(
@@ -41,4 +44,32 @@ export async function revocationEndpoint(ctx: OAuthContext, input: ClientAuthInp
     }),
   );
   ctx.revocations.add(rec);
+}
+
+/**
+ * RFC 7009 §2.1: revoking a refresh token also invalidates the access tokens of the same grant. Portcullis revokes
+ * the whole grant: its refresh tokens and, through the grant revocation, its access tokens.
+ */
+async function revokeRefreshToken(
+  ctx: OAuthContext,
+  clientId: string,
+  token: string,
+  meta: RequestMeta,
+): Promise<void> {
+  if (token.length > 512) return;
+  const rec = await ctx.storage.refreshTokens.get(sha256Hex(token));
+  if (!rec || rec.client_id !== clientId) return;
+  const revoked = await ctx.storage.withTransaction(async (tx) => {
+    const grant = await tx.grants.get(rec.grant_id);
+    if (!grant || grant.revoked_at !== null) return false;
+    const now = ctx.clock.nowMs();
+    return revokeGrant(tx, grant, {
+      at: now,
+      reason: 'refresh_token_revoked_by_client',
+      actor: clientId,
+      expiresAt: now + maxAccessTokenTtl(ctx) * 1000,
+      requestId: meta.requestId,
+    });
+  });
+  if (revoked) await ctx.revocations.sync();
 }

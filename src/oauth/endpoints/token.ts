@@ -1,13 +1,17 @@
 import { InvalidRequest, OAuthError, UnauthorizedClient, UnsupportedGrantType } from '../../errors/oauth-error.ts';
 import { authenticateClient, type ClientAuthInput } from '../client-auth/authenticate.ts';
 import { eventBase, type OAuthContext, type RequestMeta } from '../context.ts';
+import { authorizationCodeGrant } from '../grants/authorization-code.ts';
 import { clientCredentialsGrant, type TokenResponse } from '../grants/client-credentials.ts';
+import { refreshTokenGrant } from '../grants/refresh-token.ts';
 
 type GrantHandler = typeof clientCredentialsGrant;
 
 /** Grants this server implements. password and implicit are absent by design (OAuth 2.1). */
 export const GRANT_HANDLERS: Readonly<Record<string, GrantHandler>> = {
   client_credentials: clientCredentialsGrant,
+  authorization_code: authorizationCodeGrant,
+  refresh_token: refreshTokenGrant,
 };
 
 /** RFC 6749 §3.2 token endpoint: authenticate the client, check the grant, run its handler. */

@@ -1,4 +1,6 @@
 import { createPublicKey, type KeyObject } from 'node:crypto';
+import type { SecurityEvent } from '../../events/catalogue.ts';
+import type { ActiveKey } from '../../keys/manager.ts';
 import { randomId } from '../../lib/crypto.ts';
 import { verifyCompactSignature } from '../../lib/jws.ts';
 import type { OAuthContext, RequestMeta } from '../context.ts';
@@ -6,10 +8,15 @@ import type { OAuthContext, RequestMeta } from '../context.ts';
 export interface AccessTokenGrant {
   clientId: string;
   sub: string;
-  resource: string;
+  /** The audience: one resource (RFC 8707), or a resource plus this server's userinfo endpoint for OIDC grants. */
+  resource: string | string[];
   scopes: string[];
   grantType: string;
   grantId?: string;
+  /** RFC 9068 §2.2.1: how and when the user authenticated, for tokens issued on a user's behalf. */
+  authTime?: number | null;
+  acr?: string | null;
+  amr?: string[] | null;
 }
 
 export interface IssuedAccessToken {
@@ -22,20 +29,24 @@ export interface IssuedAccessToken {
 }
 
 /** Access token lifetime in seconds for a resource (its own setting, else tokens.access_token_ttl). */
-export function accessTokenTtl(ctx: OAuthContext, resource: string): number {
-  const r = ctx.config.resources.find((x) => x.identifier === resource);
+export function accessTokenTtl(ctx: OAuthContext, resource: string | string[]): number {
+  const first = Array.isArray(resource) ? resource[0] : resource;
+  const r = ctx.config.resources.find((x) => x.identifier === first);
   return r?.access_token_ttl || ctx.config.tokens.access_token_ttl;
 }
 
-/**
- * Issues an RFC 9068 JWT access token. The token leaves only after its token.issued event is durable
- * (group commit): no token without its record.
- */
-export async function issueAccessToken(
-  ctx: OAuthContext,
-  grant: AccessTokenGrant,
-  meta: RequestMeta,
-): Promise<IssuedAccessToken> {
+/** An access token ready to sign, and the token.issued event that must be durable before it leaves. */
+export interface PreparedAccessToken {
+  claims: Record<string, unknown>;
+  event: SecurityEvent;
+  signer: ActiveKey;
+  ttl: number;
+  scope: string;
+  jti: string;
+}
+
+/** Builds the RFC 9068 claims and the token.issued event (no I/O). */
+export function prepareAccessToken(ctx: OAuthContext, grant: AccessTokenGrant, meta: RequestMeta): PreparedAccessToken {
   const nowMs = ctx.clock.nowMs();
   const iat = Math.floor(nowMs / 1000);
   const ttl = accessTokenTtl(ctx, grant.resource);
@@ -53,25 +64,52 @@ export async function issueAccessToken(
     exp,
   };
   if (grant.grantId) claims.grant_id = grant.grantId;
+  if (typeof grant.authTime === 'number') claims.auth_time = Math.floor(grant.authTime / 1000);
+  if (grant.acr) claims.acr = grant.acr;
+  if (grant.amr?.length) claims.amr = grant.amr;
   const signer = ctx.keys.current();
-  const kid = signer.kid;
-  // The signature and the durable event are produced concurrently; the token is released only when both are done.
-  // If signing failed after the event was written, the record names a token nobody received: harmless, and the
-  // reverse (a token without its record) cannot happen.
-  const [signed] = await Promise.all([
-    ctx.keys.signJwt('at+jwt', claims, signer),
-    ctx.events.write({
-      type: 'token.issued',
-      at: nowMs,
-      request_id: meta.requestId,
-      client_id: grant.clientId,
-      subject: grant.sub,
-      jti,
-      grant_id: grant.grantId ?? null,
-      data: { token_type: 'access_token', grant_type: grant.grantType, aud: grant.resource, scope, exp, kid },
-    }),
-  ]);
-  return { access_token: signed.token, token_type: 'Bearer', expires_in: ttl, scope, jti, kid: signed.kid };
+  const event: SecurityEvent = {
+    type: 'token.issued',
+    at: nowMs,
+    request_id: meta.requestId,
+    client_id: grant.clientId,
+    subject: grant.sub,
+    jti,
+    grant_id: grant.grantId ?? null,
+    data: { token_type: 'access_token', grant_type: grant.grantType, aud: grant.resource, scope, exp, kid: signer.kid },
+  };
+  return { claims, event, signer, ttl, scope, jti };
+}
+
+/** Signs a prepared token (on the signer pool). The caller makes its event durable before releasing it. */
+export async function signAccessToken(ctx: OAuthContext, p: PreparedAccessToken): Promise<IssuedAccessToken> {
+  const signed = await ctx.keys.signJwt('at+jwt', p.claims, p.signer);
+  return {
+    access_token: signed.token,
+    token_type: 'Bearer',
+    expires_in: p.ttl,
+    scope: p.scope,
+    jti: p.jti,
+    kid: signed.kid,
+  };
+}
+
+/**
+ * Issues an RFC 9068 JWT access token whose issuance is the whole state change (client_credentials). The
+ * signature and the durable event (group commit) are produced concurrently; the token is released only when both
+ * are done. If signing failed after the event was written, the record names a token nobody received: harmless,
+ * and the reverse (a token without its record) cannot happen. Grants that change other state in the same step
+ * (code redemption, refresh rotation) use prepareAccessToken + signAccessToken and append the event in their
+ * transaction instead.
+ */
+export async function issueAccessToken(
+  ctx: OAuthContext,
+  grant: AccessTokenGrant,
+  meta: RequestMeta,
+): Promise<IssuedAccessToken> {
+  const p = prepareAccessToken(ctx, grant, meta);
+  const [issued] = await Promise.all([signAccessToken(ctx, p), ctx.events.write(p.event)]);
+  return issued;
 }
 
 export interface VerifiedAccessToken {

@@ -1,6 +1,6 @@
 import { createPublicKey, type KeyObject } from 'node:crypto';
-import type { OAuthContext } from '../context.ts';
 import { verifyCompactSignature } from '../../lib/jws.ts';
+import type { OAuthContext } from '../context.ts';
 
 export interface IdTokenHint {
   sub: string;

@@ -455,6 +455,14 @@ function bindStores(q: Q): Stores {
         .values({ ...c, resources: JSON.stringify(c.resources), amr: JSON.stringify(c.amr) })
         .execute();
     },
+    async get(codeHash) {
+      const r = await q
+        .selectFrom('authorization_codes')
+        .selectAll()
+        .where('code_hash', '=', codeHash)
+        .executeTakeFirst();
+      return r ? toCode(r) : undefined;
+    },
     async consume(codeHash, now) {
       // One conditional UPDATE is the whole race: the database lets exactly one writer flip redeemed_at.
       const won = await q
