@@ -2,7 +2,9 @@
  * Sign-in pages and sessions, black-box: security headers, CSRF, return_to, cookie attributes, consent withdrawal,
  * RP-initiated logout, the users CLI, and idle/absolute session timeouts (with the fake clock, last).
  */
+import { writeFileSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { stringify as toYaml } from 'yaml';
 import { Browser, formFields, queryOf } from './helpers/browser.ts';
 import { query, readEvents } from './helpers/db.ts';
 import { type RunningServer, startServer } from './helpers/server.ts';
@@ -411,5 +413,19 @@ describe('session timeouts (fake clock; last, since they move time for the whole
     const b = new Browser(server.url);
     const f = formFields((await b.get('/login')).body, '/login');
     expect((await b.post('/login', { ...f, ...BOB })).status).toBe(401);
+  });
+
+  it('a user disabled in the configuration file: sessions end and grants are revoked at the next start', async () => {
+    const b = await signedIn();
+    const users = server.config.users as Array<Record<string, unknown>>;
+    users[0]!.disabled = true;
+    writeFileSync(server.configPath, toYaml(server.config));
+    await server.restart();
+    expect(await sessionAlive(b)).toBe(false);
+    const id = await userId('alice');
+    const live = await query(server, 'SELECT id FROM grants WHERE user_id = $1 AND revoked_at IS NULL', [id]);
+    expect(live).toEqual([]);
+    const ended = await readEvents(server, "WHERE type = 'session.ended' AND subject = $1 AND actor = 'config'", [id]);
+    expect(ended.length).toBeGreaterThan(0);
   });
 });
