@@ -19,6 +19,7 @@ export const PATHS = {
 export function discoveryDocument(ctx: OAuthContext): Record<string, unknown> {
   const iss = ctx.config.issuer;
   const authMethods = ['client_secret_basic', 'client_secret_post', 'private_key_jwt'];
+  const codeFlow = Object.hasOwn(GRANT_HANDLERS, 'authorization_code');
   const scopes = new Set<string>();
   for (const r of ctx.config.resources) for (const s of r.scopes) scopes.add(s);
   return {
@@ -27,20 +28,25 @@ export function discoveryDocument(ctx: OAuthContext): Record<string, unknown> {
     jwks_uri: iss + PATHS.jwks,
     introspection_endpoint: iss + PATHS.introspect,
     revocation_endpoint: iss + PATHS.revoke,
-    authorization_endpoint: iss + PATHS.authorize,
-    pushed_authorization_request_endpoint: iss + PATHS.par,
-    // Per client (RFC 9126 §5); not required of every client.
-    require_pushed_authorization_requests: false,
     end_session_endpoint: iss + PATHS.endSession,
     grant_types_supported: Object.keys(GRANT_HANDLERS),
-    response_types_supported: ['code'],
-    response_modes_supported: ['query'],
-    code_challenge_methods_supported: ['S256'],
-    // RFC 9207 §3: every authorization response carries iss.
-    authorization_response_iss_parameter_supported: true,
-    prompt_values_supported: ['none', 'login', 'consent'],
-    request_parameter_supported: false,
-    request_uri_parameter_supported: false,
+    // The authorization endpoint is advertised only once /token can redeem its codes: discovery says what works.
+    ...(codeFlow
+      ? {
+          authorization_endpoint: iss + PATHS.authorize,
+          pushed_authorization_request_endpoint: iss + PATHS.par,
+          // Per client (RFC 9126 §5); not required of every client.
+          require_pushed_authorization_requests: false,
+          response_types_supported: ['code'],
+          response_modes_supported: ['query'],
+          code_challenge_methods_supported: ['S256'],
+          // RFC 9207 §3: every authorization response carries iss.
+          authorization_response_iss_parameter_supported: true,
+          prompt_values_supported: ['none', 'login', 'consent'],
+          request_parameter_supported: false,
+          request_uri_parameter_supported: false,
+        }
+      : { response_types_supported: [] }),
     scopes_supported: [...scopes],
     token_endpoint_auth_methods_supported: authMethods,
     token_endpoint_auth_signing_alg_values_supported: [...ASSERTION_ALGORITHMS],
