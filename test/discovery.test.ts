@@ -41,12 +41,10 @@ function checkMetadata(as: oauth.AuthorizationServer) {
   ] as const) {
     for (const alg of (as[k] as string[] | undefined) ?? []) expect(alg, k).not.toMatch(/^(none|HS\d+)$/i);
   }
-  for (const k of [
-    'introspection_endpoint_auth_methods_supported',
-    'revocation_endpoint_auth_methods_supported',
-  ] as const) {
-    if (as[k] !== undefined) expect(as[k], k).not.toContain('none');
-  }
+  // Introspection is for resource servers: always authenticated. Revocation accepts public clients (RFC 7009
+  // §2.1: they identify with client_id and may revoke only their own tokens).
+  if (as.introspection_endpoint_auth_methods_supported !== undefined)
+    expect(as.introspection_endpoint_auth_methods_supported).not.toContain('none');
   if (as.scopes_supported !== undefined)
     expect(as.scopes_supported).toEqual(expect.arrayContaining(['orders:read', 'orders:write', 'invoices:read']));
   // OAuth 2.1: PKCE with S256 only.
