@@ -47,6 +47,10 @@ export function discoveryDocument(ctx: OAuthContext): Record<string, unknown> {
           request_uri_parameter_supported: false,
         }
       : { response_types_supported: [] }),
+    // Likewise the device endpoint, once /token answers device_code polls (RFC 8628 §4).
+    ...(Object.hasOwn(GRANT_HANDLERS, 'urn:ietf:params:oauth:grant-type:device_code')
+      ? { device_authorization_endpoint: iss + '/device_authorization' }
+      : {}),
     scopes_supported: [...scopes],
     token_endpoint_auth_methods_supported: authMethods,
     token_endpoint_auth_signing_alg_values_supported: [...ASSERTION_ALGORITHMS],
