@@ -1,5 +1,6 @@
 import { ASSERTION_ALGORITHMS } from '../../config/schema.ts';
 import type { OAuthContext } from '../context.ts';
+import { DEVICE_GRANT, DEVICE_PATHS } from './device-authorization.ts';
 import { GRANT_HANDLERS } from './token.ts';
 
 export const PATHS = {
@@ -48,8 +49,8 @@ export function discoveryDocument(ctx: OAuthContext): Record<string, unknown> {
         }
       : { response_types_supported: [] }),
     // Likewise the device endpoint, once /token answers device_code polls (RFC 8628 §4).
-    ...(Object.hasOwn(GRANT_HANDLERS, 'urn:ietf:params:oauth:grant-type:device_code')
-      ? { device_authorization_endpoint: iss + '/device_authorization' }
+    ...(Object.hasOwn(GRANT_HANDLERS, DEVICE_GRANT)
+      ? { device_authorization_endpoint: iss + DEVICE_PATHS.authorization }
       : {}),
     scopes_supported: [...scopes],
     token_endpoint_auth_methods_supported: authMethods,
