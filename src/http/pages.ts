@@ -94,6 +94,8 @@ function sendPage(reply: FastifyReply, status: number, body: string, formTargets
       'cache-control': 'no-store',
       pragma: 'no-cache',
       'content-security-policy': pageCsp(formTargets),
+      // No window opened from another origin keeps a handle on our pages.
+      'cross-origin-opener-policy': 'same-origin',
     })
     .send(body);
 }
