@@ -238,11 +238,12 @@ export async function startServer(config: Config, opts: { demo: boolean; log?: L
           // Sign-in records: keep spent codes and rotated refresh tokens a day past expiry so replays are still
           // recognised as replays (and revoke) rather than answered as unknown.
           const day = 86_400_000;
-          await storage.sessions.purgeExpired(now - day);
           await storage.codes.purgeExpired(now - day);
           await storage.refreshTokens.purgeExpired(now - day);
-          await storage.authorizationRequests.purgeExpired(now - day);
           await storage.deviceCodes.purgeExpired(now - day);
+          // Sessions and stored requests are worth nothing once expired (their events are the record).
+          await storage.sessions.purgeExpired(now);
+          await storage.authorizationRequests.purgeExpired(now);
           await storage.revocations.purgeExpired(now);
         })().catch((err) => log.error({ err }, 'purge failed')),
       600_000,

@@ -183,6 +183,9 @@ describe('errors after the client is known go to its redirect_uri with state and
     const events = await readEvents(server, "WHERE type = 'authorization.failed'");
     expect(events.some((e) => e.data.error === 'unsupported_response_type')).toBe(true);
     expect(events.some((e) => e.data.error === 'invalid_request' && e.client_id === null)).toBe(true);
+    // An unknown client id is data, never put in the client_id column.
+    const unknown = events.find((e) => e.data.error === 'invalid_client');
+    expect(unknown).toMatchObject({ client_id: null, data: { client_id_sent: 'nope' } });
   });
 });
 

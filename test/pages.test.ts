@@ -55,6 +55,7 @@ describe('pages: headers, markup, stylesheet', () => {
     expect(h.get('x-content-type-options')).toBe('nosniff');
     expect(h.get('cache-control')).toBe('no-store');
     expect(h.get('content-type')).toBe('text/html; charset=utf-8');
+    expect(h.get('cross-origin-opener-policy')).toBe('same-origin');
   };
   const checkMarkup = (body: string) => {
     expect(body).toMatch(/^<!doctype html><html lang="en">/);
@@ -270,6 +271,8 @@ describe('logout (end_session_endpoint)', () => {
     expect(r.status).toBe(303);
     expect(r.location).toBe('https://app.example.com/bye?state=bye-state');
     expect(await sessionAlive(b)).toBe(false);
+    const ended = await readEvents(server, "WHERE type = 'session.ended'");
+    expect(ended.some((e) => e.data.reason === 'rp_logout')).toBe(true);
   });
 
   it('an unregistered post_logout_redirect_uri, a foreign hint or an access token as hint: error page, no logout', async () => {

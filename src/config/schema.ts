@@ -235,6 +235,15 @@ export const configSchema = z.strictObject({
     .strictObject({
       code_ttl: duration('60s').describe('Authorization code lifetime (single use).'),
       par_ttl: duration('60s').describe('Lifetime of a request_uri from /par (RFC 9126).'),
+      device_code_ttl: duration('10m').describe('Lifetime of a device_code and its user_code (RFC 8628).'),
+      device_interval: duration('5s').describe('Minimum polling interval announced to devices (RFC 8628 §3.2).'),
+      device_verification_attempts: z
+        .number()
+        .int()
+        .min(1)
+        .max(100)
+        .default(5)
+        .describe('Wrong user codes allowed per IP address and per session within 15 minutes (then 429).'),
       interaction_ttl: duration('15m').describe(
         'How long a validated authorization request waits for the user to sign in and consent.',
       ),

@@ -14,12 +14,25 @@ import { authenticatePassword } from '../identity/users.ts';
 import { sha256Hex } from '../lib/crypto.ts';
 import { REQUEST_URI_PREFIX } from '../oauth/authorization/request.ts';
 import type { OAuthContext, RequestMeta } from '../oauth/context.ts';
+import { formatUserCode, normalizeUserCode } from '../oauth/device/user-code.ts';
+import { DeviceVerification } from '../oauth/device/verification.ts';
 import { type AuthorizeOutcome, authorizeEndpoint, decideConsent } from '../oauth/endpoints/authorize.ts';
+import { DEVICE_PATHS } from '../oauth/endpoints/device-authorization.ts';
 import { PATHS } from '../oauth/endpoints/discovery.ts';
 import { endSessionEndpoint } from '../oauth/endpoints/end-session.ts';
 import { LENIENT_FORM, type LenientBody, parseParamsLenient } from './form.ts';
 import { stylesheet } from './views/layout.ts';
-import { consentPage, consentsPage, errorPage, loggedOutPage, loginPage, logoutConfirmPage } from './views/pages.ts';
+import {
+  consentPage,
+  consentsPage,
+  deviceConfirmPage,
+  deviceDonePage,
+  deviceEntryPage,
+  errorPage,
+  loggedOutPage,
+  loginPage,
+  logoutConfirmPage,
+} from './views/pages.ts';
 
 /**
  * The browser-facing routes: /authorize, /login, /consent, /logout (end_session_endpoint), /account/consents and
@@ -81,6 +94,8 @@ function sendPage(reply: FastifyReply, status: number, body: string, formTargets
       'cache-control': 'no-store',
       pragma: 'no-cache',
       'content-security-policy': pageCsp(formTargets),
+      // No window opened from another origin keeps a handle on our pages.
+      'cross-origin-opener-policy': 'same-origin',
     })
     .send(body);
 }
@@ -332,6 +347,110 @@ export function registerPages(app: FastifyInstance, ctx: OAuthContext, maxTokenL
       .header('cache-control', 'no-store')
       .header('location', `/account/consents?withdrawn=${encodeURIComponent(f.client_id)}`)
       .send();
+  });
+  // RFC 8628 §3.3: the verification page. verification_uri_complete only fills the code in; approving always takes
+  // the person's own POST (with this session's CSRF token) on the confirmation page.
+  const devices = new DeviceVerification(ctx);
+  const signedInOrLogin = async (req: FastifyRequest, reply: FastifyReply, returnTo: string) => {
+    const s = await session(req);
+    if (s?.user) return s as LoadedSession & { user: NonNullable<LoadedSession['user']> };
+    reply
+      .code(303)
+      .header('cache-control', 'no-store')
+      .header('location', `/login?${new URLSearchParams({ return_to: returnTo })}`)
+      .send();
+    return undefined;
+  };
+  app.get(DEVICE_PATHS.verification, async (req, reply) => {
+    const { params: q } = params(req);
+    const typed = q.user_code?.slice(0, 32);
+    const s = await signedInOrLogin(
+      req,
+      reply,
+      typed ? `${DEVICE_PATHS.verification}?${new URLSearchParams({ user_code: typed })}` : DEVICE_PATHS.verification,
+    );
+    if (!s) return reply;
+    const norm = typed ? normalizeUserCode(typed) : undefined;
+    return sendPage(
+      reply,
+      200,
+      deviceEntryPage({
+        config: cfg,
+        csrf: csrfToken(s.cookieValue),
+        userCode: norm ? formatUserCode(norm) : typed,
+        username: s.user.username,
+      }),
+    );
+  });
+  app.post(DEVICE_PATHS.verification, async (req, reply) => {
+    const { params: f } = params(req);
+    const s = await session(req);
+    if (!s?.user || !checkCsrf(s.cookieValue, f.csrf_token))
+      return showError(
+        reply,
+        403,
+        'invalid_csrf_token',
+        'The form expired or did not come from this site. Go back and try again.',
+      );
+    const user = s.user;
+    const r = await devices.lookup(f.user_code ?? '', s, meta(req));
+    if (r.kind === 'throttled')
+      return sendPage(
+        reply.header('retry-after', String(r.retryAfter)),
+        429,
+        deviceEntryPage({
+          config: cfg,
+          csrf: csrfToken(s.cookieValue),
+          username: user.username,
+          error: `Too many wrong codes. Try again in ${Math.ceil(r.retryAfter / 60)} minute(s).`,
+        }),
+      );
+    if (r.kind === 'invalid')
+      return sendPage(
+        reply,
+        400,
+        deviceEntryPage({
+          config: cfg,
+          csrf: csrfToken(s.cookieValue),
+          username: user.username,
+          userCode: f.user_code?.slice(0, 32),
+          error: 'That code is not valid or has expired. Check the code on your device.',
+        }),
+      );
+    return sendPage(
+      reply,
+      200,
+      deviceConfirmPage({
+        config: cfg,
+        csrf: csrfToken(s.cookieValue),
+        client: r.client,
+        scopes: r.device.scope.split(' '),
+        resources: r.device.resources,
+        userCode: formatUserCode(r.device.user_code),
+        username: user.username,
+      }),
+    );
+  });
+  app.post(`${DEVICE_PATHS.verification}/decide`, async (req, reply) => {
+    const { params: f } = params(req);
+    const s = await session(req);
+    if (!s?.user || !checkCsrf(s.cookieValue, f.csrf_token))
+      return showError(
+        reply,
+        403,
+        'invalid_csrf_token',
+        'The form expired or did not come from this site. Go back and try again.',
+      );
+    if (f.decision !== 'approve' && f.decision !== 'deny')
+      return showError(reply, 400, 'invalid_request', 'the form is incomplete');
+    const r = await devices.decide(
+      f.user_code ?? '',
+      f.decision === 'approve',
+      s as LoadedSession & { user: NonNullable<LoadedSession['user']> },
+      meta(req),
+    );
+    if (!r.ok) return showError(reply, 400, 'invalid_request', 'This code is no longer waiting for a decision.');
+    return sendPage(reply, 200, deviceDonePage({ config: cfg, approved: f.decision === 'approve' }));
   });
 }
 

@@ -153,3 +153,61 @@ ${
 <form method="post" action="/logout"><input type="hidden" name="csrf_token" value="${o.csrf}"><div class="actions"><button type="submit" class="secondary">Sign out</button></div></form>`;
   return layout({ title: 'Connected apps', body, config: o.config });
 }
+
+export function deviceEntryPage(o: {
+  config: Config;
+  csrf: string;
+  userCode?: string | undefined;
+  error?: string | undefined;
+  username: string;
+}): string {
+  const body = html`<h1>Connect a device</h1>
+<p class="muted">Signed in as <strong>${o.username}</strong></p>
+<p>Enter the code shown on your device.</p>
+${o.error ? html`<div class="error" role="alert" id="code-error">${o.error}</div>` : ''}
+<form method="post" action="/device">
+<input type="hidden" name="csrf_token" value="${o.csrf}">
+<label for="user_code">Code</label>
+<input type="text" id="user_code" name="user_code" autocomplete="one-time-code" autocapitalize="characters" spellcheck="false" required placeholder="XXXX-XXXX" value="${o.userCode ?? ''}" autofocus${o.error ? html` aria-describedby="code-error"` : ''}>
+<div class="actions"><button type="submit" class="primary">Continue</button></div>
+</form>`;
+  return layout({ title: 'Connect a device', body, config: o.config });
+}
+
+export function deviceConfirmPage(o: {
+  config: Config;
+  csrf: string;
+  client: ClientRecord;
+  scopes: string[];
+  resources: string[];
+  userCode: string;
+  username: string;
+}): string {
+  const body = html`<h1>Allow <strong>${clientName(o.client)}</strong> on your device?</h1>
+<p class="muted">Signed in as <strong>${o.username}</strong>. Code <code>${o.userCode}</code>: check it matches the one on the device.</p>
+<p>It asks to:</p>
+<ul class="scopes">
+${o.scopes.map((s) => html`<li>${scopeDescription(o.config, s)}<br><span class="scope-name">${s}</span></li>`)}
+</ul>
+${
+  o.resources.length
+    ? html`<p>on ${o.resources.map((r, i) => html`${i ? ', ' : ''}<strong>${resourceName(o.config, r)}</strong>`)}</p>`
+    : ''
+}
+<form method="post" action="/device/decide">
+<input type="hidden" name="csrf_token" value="${o.csrf}">
+<input type="hidden" name="user_code" value="${o.userCode}">
+<div class="actions">
+<button type="submit" name="decision" value="approve" class="primary">Allow</button>
+<button type="submit" name="decision" value="deny" class="secondary">Deny</button>
+</div>
+</form>`;
+  return layout({ title: 'Allow device', body, config: o.config });
+}
+
+export function deviceDonePage(o: { config: Config; approved: boolean }): string {
+  const body = o.approved
+    ? html`<h1>Device connected</h1><p>You can return to your device; it will continue by itself.</p>`
+    : html`<h1>Access denied</h1><p>The device was not given access. You can close this window.</p>`;
+  return layout({ title: o.approved ? 'Device connected' : 'Access denied', body, config: o.config });
+}

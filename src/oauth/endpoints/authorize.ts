@@ -54,6 +54,7 @@ async function recordFailure(
   e: OAuthError | AuthorizationPageError,
   meta: RequestMeta,
   endpoint: string,
+  sentClientId?: string | null,
 ) {
   await ctx.storage.events.append({
     type: 'authorization.failed',
@@ -64,6 +65,7 @@ async function recordFailure(
       error: e instanceof AuthorizationPageError ? e.error : e.code,
       description: e.description,
       endpoint,
+      ...(clientId === null && sentClientId ? { client_id_sent: sentClientId.slice(0, 128) } : {}),
     },
   });
 }
@@ -82,7 +84,9 @@ export async function authorizeEndpoint(
   input: AuthorizeInput,
   meta: RequestMeta,
 ): Promise<AuthorizeOutcome> {
-  let clientId: string | null = input.params.client_id ?? null;
+  const sentClientId = input.params.client_id ?? null;
+  // The client_id column only ever holds a client we know; what was sent goes into the data, truncated.
+  let clientId: string | null = null;
   try {
     // 1. The repeated-parameter rule first for the two parameters that decide where errors may go.
     if (input.repeated.includes('client_id') || input.repeated.includes('redirect_uri'))
@@ -90,11 +94,11 @@ export async function authorizeEndpoint(
     let params = externalParams(input.params);
     let pushed = false;
     if (params.request_uri !== undefined) {
-      if (!clientId) throw new AuthorizationPageError('invalid_request', 'the request has no client_id');
+      if (!sentClientId) throw new AuthorizationPageError('invalid_request', 'the request has no client_id');
       if (input.repeated.includes('request_uri'))
         throw new AuthorizationPageError('invalid_request', 'request_uri must not be repeated');
       try {
-        const stored = await consumeRequestUri(ctx, params.request_uri, clientId);
+        const stored = await consumeRequestUri(ctx, params.request_uri, sentClientId);
         // RFC 9126 §4: only the pushed parameters count; client_id must match (checked by consume).
         params = stored.params;
         pushed = true;
@@ -186,7 +190,7 @@ export async function authorizeEndpoint(
     return { kind: 'redirect', location };
   } catch (e) {
     if (e instanceof AuthorizationPageError) {
-      await recordFailure(ctx, clientId, e, meta, 'authorize');
+      await recordFailure(ctx, clientId, e, meta, 'authorize', sentClientId);
       return { kind: 'error_page', status: e.status, error: e.error, description: e.description };
     }
     if (e instanceof AuthorizationRedirectError) {

@@ -2,6 +2,7 @@ import { OIDC_SCOPES } from '../../config/load.ts';
 import { ASSERTION_ALGORITHMS } from '../../config/schema.ts';
 import type { OAuthContext } from '../context.ts';
 import { USERINFO_PATH } from '../grants/user-tokens.ts';
+import { DEVICE_GRANT, DEVICE_PATHS } from './device-authorization.ts';
 import { GRANT_HANDLERS } from './token.ts';
 
 export const PATHS = {
@@ -44,6 +45,10 @@ export function discoveryDocument(ctx: OAuthContext): Record<string, unknown> {
     prompt_values_supported: ['none', 'login', 'consent'],
     request_parameter_supported: false,
     request_uri_parameter_supported: false,
+    // Likewise the device endpoint, once /token answers device_code polls (RFC 8628 §4).
+    ...(Object.hasOwn(GRANT_HANDLERS, DEVICE_GRANT)
+      ? { device_authorization_endpoint: iss + DEVICE_PATHS.authorization }
+      : {}),
     scopes_supported: [...scopes],
     // Public clients (none) use PKCE-bound codes and client-bound refresh tokens; they cannot introspect.
     token_endpoint_auth_methods_supported: [...authMethods, 'none'],

@@ -62,6 +62,6 @@ export async function endSessionEndpoint(
       if (p[k] !== undefined) keep[k] = p[k]!;
     return { kind: 'confirm', client, params: keep };
   }
-  await endSession(ctx, s.record, 'logout', meta);
+  await endSession(ctx, s.record, hint ? 'rp_logout' : 'logout', meta);
   return { kind: 'done', location, client };
 }

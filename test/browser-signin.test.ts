@@ -4,7 +4,8 @@
  * openid-client. The browser enforces what the HTTP-level tests can only read: the CSP (no inline script or style
  * is refused, so the pages must work without), cookies, form posts and redirects.
  *
- * Screenshots of every page go to a temp dir, or to PORTCULLIS_SCREENSHOTS (npm run screenshots writes docs/).
+ * The page screenshots come from browser-pages.test.ts; this file adds the signed-out page
+ * (PORTCULLIS_SCREENSHOTS=DIR, npm run docs:screenshots).
  */
 import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
@@ -132,14 +133,12 @@ describe.skipIf(!haveChromium)('a real browser signs in through login and consen
     expect(headers['content-security-policy']).not.toMatch(/unsafe-inline/);
     expect(headers['x-frame-options']).toBe('DENY');
     expect(await page.getByLabel(/username/i).isVisible()).toBe(true);
-    await shot(page, 'login');
 
     // A wrong password first: the page says so, politely, and keeps the username.
     await page.getByLabel(/username/i).fill(ALICE.username);
     await page.getByLabel(/password/i).fill('not the password');
     await Promise.all([page.waitForLoadState('load'), page.getByRole('button', { name: /sign in/i }).click()]);
     expect(await page.locator('[role="alert"], .error').first().textContent()).toBeTruthy();
-    await shot(page, 'login-error');
 
     await page.getByLabel(/password/i).fill(ALICE.password);
     await Promise.all([
@@ -152,7 +151,6 @@ describe.skipIf(!haveChromium)('a real browser signs in through login and consen
     expect(consentText).toContain('Example Orders App');
     expect(consentText).toContain('Read your orders');
     expect(consentText).toContain('https://api.example.com');
-    await shot(page, 'consent');
 
     await Promise.all([
       page.waitForURL((u) => u.href.startsWith(callbackUrl)),
@@ -174,12 +172,10 @@ describe.skipIf(!haveChromium)('a real browser signs in through login and consen
     await page.goto(`${server.url}/account/consents`);
     // biome-ignore lint/performance/useDomNodeTextContent: what the user sees rendered is the point
     expect(await page.locator('main').innerText()).toContain('Example Orders App');
-    await shot(page, 'connected-apps');
 
     // Logout without an ID token hint asks the user to confirm.
     await page.goto(`${server.url}/logout`);
     expect(await page.getByRole('button', { name: /sign out/i }).count()).toBe(1);
-    await shot(page, 'logout');
 
     // RP-initiated logout with the ID token of this session: no question, back to the registered URI.
     const logoutUrl = client.buildEndSessionUrl(config, {
@@ -201,7 +197,6 @@ describe.skipIf(!haveChromium)('a real browser signs in through login and consen
     const err = await page.goto(bad.href);
     expect(err?.status()).toBe(400);
     expect(new URL(page.url()).origin).toBe(new URL(server.url).origin);
-    await shot(page, 'error');
 
     expect(cspViolations).toEqual([]);
     expect(consoleErrors).toEqual([]);
