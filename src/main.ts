@@ -1,4 +1,4 @@
-import { randomBytes } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import pino, { type Logger } from 'pino';
@@ -6,12 +6,20 @@ import { runCli } from './cli/index.ts';
 import { buildConfig, loadConfigFile } from './config/load.ts';
 import { configFingerprint, reconcileConfig } from './config/reconcile.ts';
 import type { Config } from './config/schema.ts';
-import { DEMO_CLIENT_ID, DEMO_CONFIG, DEMO_RESOURCE } from './config/starter.ts';
+import {
+  DEMO_CLIENT_ID,
+  DEMO_CONFIG,
+  DEMO_REDIRECT_URI,
+  DEMO_RESOURCE,
+  DEMO_USERNAME,
+  DEMO_WEB_CLIENT_ID,
+} from './config/starter.ts';
 import { buildApp } from './http/app.ts';
 import { createMetrics } from './http/metrics.ts';
 import { loadKek } from './keys/kek.ts';
 import { KeyManager, type KeyPolicy } from './keys/manager.ts';
 import { type Clock, OffsetClock, systemClock } from './lib/clock.ts';
+import { addUser, setPassword } from './identity/users.ts';
 import { hashClientSecret } from './oauth/client-auth/client-secret.ts';
 import { CachedClientRegistry, type OAuthContext } from './oauth/context.ts';
 import { RevocationSet } from './oauth/revocation-set.ts';
@@ -78,12 +86,15 @@ async function ensureDemoClient(
   storage: Storage,
   clock: Clock,
   dataDir: string,
-): Promise<{ clientId: string; secret: string }> {
+  config: Config,
+): Promise<DemoCredentials> {
   const file = resolve(dataDir, 'demo-client.json');
   const existing = await storage.clients.get(DEMO_CLIENT_ID);
   if (existing && existsSync(file)) {
-    const saved = JSON.parse(readFileSync(file, 'utf8')) as { client_secret: string };
-    return { clientId: DEMO_CLIENT_ID, secret: saved.client_secret };
+    const saved = JSON.parse(readFileSync(file, 'utf8')) as { client_secret: string; user_password?: string };
+    const password = await ensureDemoUser(storage, clock, config, saved.user_password);
+    if (password !== saved.user_password) saveDemo(file, saved.client_secret, password);
+    return { clientId: DEMO_CLIENT_ID, secret: saved.client_secret, password };
   }
   const secret = randomBytes(32).toString('base64url');
   const now = clock.nowMs();
@@ -116,10 +127,40 @@ async function ensureDemoClient(
       data: { auth_method: 'client_secret_basic', grant_types: ['client_credentials'], scope: 'demo:read demo:write' },
     });
   });
+  const password = await ensureDemoUser(storage, clock, config, undefined);
   mkdirSync(dataDir, { recursive: true });
-  writeFileSync(file, JSON.stringify({ client_id: DEMO_CLIENT_ID, client_secret: secret }), { mode: 0o600 });
+  saveDemo(file, secret, password);
+  return { clientId: DEMO_CLIENT_ID, secret, password };
+}
+
+interface DemoCredentials {
+  clientId: string;
+  secret: string;
+  /** The demo user's password (demo mode only; kept beside the client secret). */
+  password: string;
+}
+
+function saveDemo(file: string, secret: string, password: string): void {
+  writeFileSync(file, JSON.stringify({ client_id: DEMO_CLIENT_ID, client_secret: secret, user_password: password }), {
+    mode: 0o600,
+  });
   chmodSync(file, 0o600);
-  return { clientId: DEMO_CLIENT_ID, secret };
+}
+
+/** The demo person: created once with a random password (stored argon2id-hashed like any user). */
+async function ensureDemoUser(
+  storage: Storage,
+  clock: Clock,
+  config: Config,
+  saved: string | undefined,
+): Promise<string> {
+  const admin = { storage, clock, config, maxTokenLifetime: config.tokens.access_token_ttl };
+  const user = await storage.users.getByUsername(DEMO_USERNAME);
+  if (user && saved) return saved;
+  const password = randomBytes(12).toString('base64url');
+  if (user) await setPassword(admin, DEMO_USERNAME, password);
+  else await addUser(admin, { username: DEMO_USERNAME, password, name: 'Demo User', email: 'demo@example.test' });
+  return password;
 }
 
 export interface RunningServer {
@@ -138,9 +179,14 @@ export async function startServer(config: Config, opts: { demo: boolean; log?: L
   const { storage } = await openMigrated(config, clock);
   const reconciled = await reconcileConfig(storage, config, clock, configFingerprint(config));
   for (const c of reconciled.changes) log.info({ change: c }, 'configuration applied');
-  let demoClient: { clientId: string; secret: string } | undefined;
+  let demoClient: DemoCredentials | undefined;
   if (opts.demo)
-    demoClient = await ensureDemoClient(storage, clock, dirname(resolve(config.storage.url.slice('sqlite:'.length))));
+    demoClient = await ensureDemoClient(
+      storage,
+      clock,
+      dirname(resolve(config.storage.url.slice('sqlite:'.length))),
+      config,
+    );
 
   const keys = new KeyManager(storage, kek, keyPolicy(config), clock);
   await keys.init();
@@ -278,7 +324,19 @@ export async function startServer(config: Config, opts: { demo: boolean; log?: L
   };
 }
 
-function printDemo(config: Config, url: string, c: { clientId: string; secret: string }): void {
+function printDemo(config: Config, url: string, c: DemoCredentials): void {
+  // A fresh PKCE pair per start (RFC 7636): the URL carries the challenge, the curl the verifier.
+  const verifier = randomBytes(32).toString('base64url');
+  const challenge = createHash('sha256').update(verifier).digest('base64url');
+  const authorize = `${config.issuer}/authorize?${new URLSearchParams({
+    response_type: 'code',
+    client_id: DEMO_WEB_CLIENT_ID,
+    redirect_uri: DEMO_REDIRECT_URI,
+    scope: 'openid profile demo:read',
+    state: 'demo',
+    code_challenge: challenge,
+    code_challenge_method: 'S256',
+  })}`;
   const lines = [
     '',
     'Portcullis demo is running (SQLite in ./data). Demo client:',
@@ -288,6 +346,12 @@ function printDemo(config: Config, url: string, c: { clientId: string; secret: s
     'Get an access token:',
     `  curl -s -u '${c.clientId}:${c.secret}' -d grant_type=client_credentials -d scope=demo:read ${url}/token`,
     `Discovery: ${config.issuer}/.well-known/openid-configuration`,
+    '',
+    `Sign in as a person: open this URL in a browser, sign in as ${DEMO_USERNAME} / ${c.password}, allow,`,
+    `and copy the code from the address bar (${DEMO_REDIRECT_URI}?code=...; nothing listens there):`,
+    `  ${authorize}`,
+    'then exchange it within 60 seconds:',
+    `  curl -s -d grant_type=authorization_code -d client_id=${DEMO_WEB_CLIENT_ID} -d redirect_uri=${DEMO_REDIRECT_URI} -d code_verifier=${verifier} -d code=CODE ${url}/token`,
     '',
   ];
   process.stderr.write(`${lines.join('\n')}\n`);

@@ -3,6 +3,7 @@ import { createConnection } from 'node:net';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { parseDocument, stringify as toYaml } from 'yaml';
+import { Browser, formFields, queryOf } from './helpers/browser.ts';
 import { API, BILLING, baseConfig, claimsOf, getToken, introspect, postForm, secret } from './helpers/oauth.ts';
 import {
   type ConfigObject,
@@ -447,5 +448,37 @@ describe('demo mode (no --config)', () => {
     // A second start on the same ./data keeps the same demo client.
     const second = await run();
     expect(second).toBe(first);
+  });
+
+  it('prints a sign-in URL, the demo user and the code exchange; they work end to end', async () => {
+    if (await portInUse(9000)) {
+      console.warn('\n*** SKIPPING demo sign-in test: 127.0.0.1:9000 is in use ***\n');
+      return;
+    }
+    const dir = makeTempDir();
+    tempDirs.push(dir);
+    const proc = spawnPortcullis(['start'], { cwd: dir, env: envWithout() });
+    try {
+      await proc.ready;
+      for (let i = 0; i < 50 && !/code=CODE/.test(proc.stderr()); i++) await new Promise((r) => setTimeout(r, 100));
+      const text = proc.stderr();
+      const url = /^\s+(http:\/\/127\.0\.0\.1:9000\/authorize\?\S+)$/m.exec(text)?.[1];
+      const password = /sign in as demo \/ (\S+),/.exec(text)?.[1];
+      const exchange = text.split('\n').find((l) => l.includes('code=CODE'));
+      expect(url && password && exchange, text).toBeTruthy();
+      const b = new Browser('http://127.0.0.1:9000');
+      let r = await b.follow(await b.get(url!));
+      r = await b.post('/login', { ...formFields(r.body, '/login'), username: 'demo', password: password! });
+      r = await b.follow(r);
+      r = await b.post('/consent', { ...formFields(r.body, '/consent'), decision: 'approve' });
+      const code = queryOf(r.location).code;
+      expect(r.location?.startsWith('http://127.0.0.1/callback?'), r.location).toBe(true);
+      const t = await runCurl(exchange!.replace('code=CODE', `code=${code}`));
+      expect(t.status, JSON.stringify(t.body)).toBe(200);
+      expect(t.body.id_token).toEqual(expect.any(String));
+    } finally {
+      const exit = await proc.terminate();
+      expect(exit.code, proc.stderr()).toBe(0);
+    }
   });
 });

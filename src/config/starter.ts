@@ -2,6 +2,10 @@ import { randomToken } from '../lib/crypto.ts';
 
 export const DEMO_RESOURCE = 'https://api.example.test';
 export const DEMO_CLIENT_ID = 'demo-client';
+/** The demo's sign-in client: public (PKCE), loopback redirect on any port (RFC 8252 §7.3). */
+export const DEMO_WEB_CLIENT_ID = 'demo-web';
+export const DEMO_REDIRECT_URI = 'http://127.0.0.1/callback';
+export const DEMO_USERNAME = 'demo';
 
 /** The configuration used when `start` runs without --config: a demo on SQLite in ./data. */
 export const DEMO_CONFIG = {
@@ -11,6 +15,16 @@ export const DEMO_CONFIG = {
       name: 'Demo API',
       scopes: ['demo:read', 'demo:write'],
       scope_descriptions: { 'demo:read': 'Read demo data', 'demo:write': 'Change demo data' },
+    },
+  ],
+  clients: [
+    {
+      client_id: DEMO_WEB_CLIENT_ID,
+      client_name: 'Demo web app',
+      token_endpoint_auth_method: 'none',
+      grant_types: ['authorization_code', 'refresh_token'],
+      redirect_uris: [DEMO_REDIRECT_URI],
+      scope: 'openid profile email offline_access demo:read',
     },
   ],
 };
