@@ -16,10 +16,10 @@ import {
 } from './config/starter.ts';
 import { buildApp } from './http/app.ts';
 import { createMetrics } from './http/metrics.ts';
+import { addUser, setPassword } from './identity/users.ts';
 import { loadKek } from './keys/kek.ts';
 import { KeyManager, type KeyPolicy } from './keys/manager.ts';
 import { type Clock, OffsetClock, systemClock } from './lib/clock.ts';
-import { addUser, setPassword } from './identity/users.ts';
 import { hashClientSecret } from './oauth/client-auth/client-secret.ts';
 import { CachedClientRegistry, type OAuthContext } from './oauth/context.ts';
 import { RevocationSet } from './oauth/revocation-set.ts';
