@@ -240,6 +240,37 @@ export const configSchema = z.strictObject({
       ),
     })
     .prefault({}),
+  device: z
+    .strictObject({
+      code_ttl: duration('10m')
+        .refine((v) => v >= 60 && v <= 3600, { message: 'must be between 1m and 1h' })
+        .describe(
+          'Device authorization grant (RFC 8628): how long a device_code and its user_code wait for the user (expires_in).',
+        ),
+      interval: duration('5s')
+        .refine((v) => v >= 1 && v <= 60, { message: 'must be between 1s and 60s' })
+        .describe(
+          'Minimum seconds between polls at /token; polling faster answers slow_down and adds 5 s (RFC 8628 §3.5).',
+        ),
+      max_failures_per_session: z
+        .number()
+        .int()
+        .min(1)
+        .max(100)
+        .default(5)
+        .describe('Wrong user codes one sign-in session may enter within failure_window before it is refused.'),
+      max_failures_per_ip: z
+        .number()
+        .int()
+        .min(1)
+        .max(10000)
+        .default(20)
+        .describe('Wrong user codes one IP address may enter within failure_window (higher: people share addresses).'),
+      failure_window: duration('15m').describe(
+        'Sliding window for the wrong-code limits (counted in memory on each node).',
+      ),
+    })
+    .prefault({}),
   branding: z
     .strictObject({
       name: z
