@@ -4,6 +4,7 @@ import type { OffsetClock } from '../lib/clock.ts';
 import { randomId } from '../lib/crypto.ts';
 import type { ClientAuthInput } from '../oauth/client-auth/authenticate.ts';
 import type { OAuthContext, RequestMeta } from '../oauth/context.ts';
+import { deviceAuthorizationEndpoint } from '../oauth/endpoints/device-authorization.ts';
 import { discoveryDocument, PATHS } from '../oauth/endpoints/discovery.ts';
 import { introspectionEndpoint } from '../oauth/endpoints/introspect.ts';
 import { parEndpoint } from '../oauth/endpoints/par.ts';
@@ -76,7 +77,15 @@ export async function buildApp(opts: AppOptions) {
   app.removeAllContentTypeParsers();
   // Browser-facing endpoints decide themselves what a repeated parameter means (a redirect to a trusted client
   // with invalid_request at /authorize), so their forms are parsed without refusing repeats.
-  const lenientPaths = new Set([PATHS.authorize, PATHS.endSession, '/login', '/consent', '/account/consents/withdraw']);
+  const lenientPaths = new Set([
+    PATHS.authorize,
+    PATHS.endSession,
+    '/login',
+    '/consent',
+    '/account/consents/withdraw',
+    PATHS.device,
+    `${PATHS.device}/confirm`,
+  ]);
   app.addContentTypeParser('application/x-www-form-urlencoded', { parseAs: 'string' }, (req, body, done) => {
     try {
       const path = req.url.split('?')[0] ?? '';
@@ -167,6 +176,12 @@ export async function buildApp(opts: AppOptions) {
     await ctx.refresh();
     const res = await parEndpoint(ctx, formInput(req), meta(req));
     return reply.code(201).headers(tokenHeaders).send(res);
+  });
+  // RFC 8628 §3.1-3.2: client authentication as at /token; the answer carries codes, so it is never cached.
+  app.post(PATHS.deviceAuthorization, async (req, reply) => {
+    await ctx.refresh();
+    const res = await deviceAuthorizationEndpoint(ctx, formInput(req), meta(req));
+    return reply.headers(tokenHeaders).send(res);
   });
   registerPages(app as unknown as FastifyInstance, ctx, opts.maxTokenLifetime);
 

@@ -13,6 +13,9 @@ export const PATHS = {
   par: '/par',
   endSession: '/logout',
   userinfo: USERINFO_PATH,
+  deviceAuthorization: '/device_authorization',
+  /** RFC 8628 §3.3 verification_uri: the page where the user enters the user_code. */
+  device: '/device',
 } as const;
 
 /**
@@ -34,6 +37,8 @@ export function discoveryDocument(ctx: OAuthContext): Record<string, unknown> {
     grant_types_supported: Object.keys(GRANT_HANDLERS),
     authorization_endpoint: iss + PATHS.authorize,
     pushed_authorization_request_endpoint: iss + PATHS.par,
+    // RFC 8628 §4.
+    device_authorization_endpoint: iss + PATHS.deviceAuthorization,
     // Per client (RFC 9126 §5); not required of every client.
     require_pushed_authorization_requests: false,
     response_types_supported: ['code'],
