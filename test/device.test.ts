@@ -297,6 +297,29 @@ describe('polling at /token', () => {
     expect(claimsOf(mine.json?.access_token as string).client_id).toBe('tv');
   });
 
+  it('an approved device is listed among connected apps; withdrawing it revokes its grant', async () => {
+    const d = await newDevice('openid offline_access orders:read');
+    const page = (await signedInAtDevice(BOB)) as PageRes;
+    await decide(page.browser, page, d.user_code, 'approve');
+    const tokens = await poll(d.device_code);
+    expect(tokens.status, tokens.text).toBe(200);
+    const refresh = tokens.json?.refresh_token as string;
+    expect(refresh).toBeTruthy();
+    const apps = await page.browser.get('/account/consents');
+    expect(apps.body).toContain('Living Room &lt;TV&gt;');
+    const withdrawn = await page.browser.post('/account/consents/withdraw', {
+      ...formFields(apps.body, '/account/consents/withdraw'),
+      client_id: 'tv',
+    });
+    expect(withdrawn.status).toBe(303);
+    const r = await postForm(`${server.url}/token`, {
+      grant_type: 'refresh_token',
+      client_id: 'tv',
+      refresh_token: refresh,
+    });
+    expect(r.json?.error).toBe('invalid_grant');
+  });
+
   it('concurrent polls after approval: exactly one gets tokens', async () => {
     const d = await newDevice('orders:read');
     const page = (await signedInAtDevice()) as PageRes;
