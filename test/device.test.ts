@@ -15,6 +15,7 @@ import { type RunningServer, startServer } from './helpers/server.ts';
 import { ALICE, API, BOB, signInConfig, signInFrom } from './helpers/signin.ts';
 
 const DEVICE_GRANT = 'urn:ietf:params:oauth:grant-type:device_code';
+const CAROL = { username: 'carol', password: 'carol has a long passphrase' };
 const USER_CODE = /^[BCDFGHJKLMNPQRSTVWXZ]{4}-[BCDFGHJKLMNPQRSTVWXZ]{4}$/;
 
 let server: RunningServer;
@@ -40,6 +41,7 @@ beforeAll(async () => {
       scope: 'orders:read orders:write',
     },
   );
+  (c.config.users as Array<Record<string, unknown>>).push(CAROL);
   // A short interval keeps openid-client's real waits short; the per-IP limit is low so it can be reached quickly.
   c.config.device = { interval: '1s', max_failures_per_session: 5, max_failures_per_ip: 8 };
   server = await startServer(c.config);
@@ -320,6 +322,23 @@ describe('polling at /token', () => {
     expect(r.json?.error).toBe('invalid_grant');
   });
 
+  it('a user disabled between approval and redemption: the device gets nothing', async () => {
+    const d = await newDevice('orders:read');
+    const page = (await signedInAtDevice(CAROL)) as PageRes;
+    await decide(page.browser, page, d.user_code, 'approve');
+    const dis = await server.cli(['users', 'disable', 'carol']);
+    expect(dis.code, dis.stderr).toBe(0);
+    const r = await poll(d.device_code);
+    expect(r.status).toBe(400);
+    expect(r.json?.error).toBe('invalid_grant');
+    const grants = await query(
+      server,
+      'SELECT id FROM grants WHERE user_id = (SELECT id FROM users WHERE username = $1)',
+      ['carol'],
+    );
+    expect(grants).toHaveLength(0);
+  });
+
   it('concurrent polls after approval: exactly one gets tokens', async () => {
     const d = await newDevice('orders:read');
     const page = (await signedInAtDevice()) as PageRes;
@@ -386,6 +405,13 @@ describe('the verification page', () => {
   it('verification_uri_complete fills the code in but never approves by itself', async () => {
     const d = await newDevice('orders:read');
     const page = (await signedInAtDevice(ALICE, {}, `/device?user_code=${d.user_code.toLowerCase()}`)) as PageRes;
+    const csp = page.headers.get('content-security-policy')!;
+    expect(csp).toContain("default-src 'none'");
+    expect(csp).toContain("frame-ancestors 'none'");
+    expect(csp).not.toContain('unsafe-inline');
+    expect(page.headers.get('cache-control')).toBe('no-store');
+    expect(page.body).not.toMatch(/<script|\sstyle=|\son[a-z]+=/i);
+    expect(page.body).toContain('<label for="user_code">');
     // The code is prefilled (normalised), and the page is the code form, not the decision.
     expect(formFields(page.body, '/device').user_code).toBe(d.user_code);
     expect(page.body).not.toContain('action="/device/confirm"');
