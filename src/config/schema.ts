@@ -235,17 +235,39 @@ export const configSchema = z.strictObject({
     .strictObject({
       code_ttl: duration('60s').describe('Authorization code lifetime (single use).'),
       par_ttl: duration('60s').describe('Lifetime of a request_uri from /par (RFC 9126).'),
-      device_code_ttl: duration('10m').describe('Lifetime of a device_code and its user_code (RFC 8628).'),
-      device_interval: duration('5s').describe('Minimum polling interval announced to devices (RFC 8628 §3.2).'),
-      device_verification_attempts: z
+      interaction_ttl: duration('15m').describe(
+        'How long a validated authorization request waits for the user to sign in and consent.',
+      ),
+    })
+    .prefault({}),
+  device: z
+    .strictObject({
+      code_ttl: duration('10m')
+        .refine((v) => v >= 60 && v <= 3600, { message: 'must be between 1m and 1h' })
+        .describe(
+          'Device authorization grant (RFC 8628): how long a device_code and its user_code wait for the user (expires_in).',
+        ),
+      interval: duration('5s')
+        .refine((v) => v >= 1 && v <= 60, { message: 'must be between 1s and 60s' })
+        .describe(
+          'Minimum seconds between polls at /token; polling faster answers slow_down and adds 5 s (RFC 8628 §3.5).',
+        ),
+      max_failures_per_session: z
         .number()
         .int()
         .min(1)
         .max(100)
         .default(5)
-        .describe('Wrong user codes allowed per IP address and per session within 15 minutes (then 429).'),
-      interaction_ttl: duration('15m').describe(
-        'How long a validated authorization request waits for the user to sign in and consent.',
+        .describe('Wrong user codes one sign-in session may enter within failure_window before it is refused.'),
+      max_failures_per_ip: z
+        .number()
+        .int()
+        .min(1)
+        .max(10000)
+        .default(20)
+        .describe('Wrong user codes one IP address may enter within failure_window (higher: people share addresses).'),
+      failure_window: duration('15m').describe(
+        'Sliding window for the wrong-code limits (counted in memory on each node).',
       ),
     })
     .prefault({}),

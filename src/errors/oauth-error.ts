@@ -23,6 +23,10 @@ export type OAuthErrorCode =
   | 'interaction_required'
   | 'invalid_request_uri'
   | 'request_not_supported'
+  // Device authorization grant at the token endpoint (RFC 8628 §3.5)
+  | 'authorization_pending'
+  | 'slow_down'
+  | 'expired_token'
   // Pages (not OAuth codes; shown on error pages only)
   | 'invalid_csrf_token'
   | 'not_found';
@@ -117,9 +121,31 @@ export class UnsupportedResponseType extends OAuthError {
   }
 }
 
+/** RFC 6749 §4.1.2.1 at the authorization endpoint; at the token endpoint (RFC 8628 §3.5) it is a 400. */
 export class AccessDenied extends OAuthError {
+  constructor(description: string, status = 403) {
+    super('access_denied', status, description);
+  }
+}
+
+/** RFC 8628 §3.5: the user has not decided yet; the device keeps polling at its interval. */
+export class AuthorizationPending extends OAuthError {
+  constructor(description = 'the user has not approved or denied the request yet') {
+    super('authorization_pending', 400, description);
+  }
+}
+
+/** RFC 8628 §3.5: the device polled faster than its interval, which has now grown by 5 seconds. */
+export class SlowDown extends OAuthError {
   constructor(description: string) {
-    super('access_denied', 403, description);
+    super('slow_down', 400, description);
+  }
+}
+
+/** RFC 8628 §3.5: the device_code expired before it was approved and redeemed; start again. */
+export class ExpiredToken extends OAuthError {
+  constructor(description = 'the device_code has expired; start a new device authorization') {
+    super('expired_token', 400, description);
   }
 }
 

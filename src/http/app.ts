@@ -4,7 +4,7 @@ import type { OffsetClock } from '../lib/clock.ts';
 import { randomId } from '../lib/crypto.ts';
 import type { ClientAuthInput } from '../oauth/client-auth/authenticate.ts';
 import type { OAuthContext, RequestMeta } from '../oauth/context.ts';
-import { DEVICE_PATHS, deviceAuthorizationEndpoint } from '../oauth/endpoints/device-authorization.ts';
+import { deviceAuthorizationEndpoint } from '../oauth/endpoints/device-authorization.ts';
 import { discoveryDocument, PATHS } from '../oauth/endpoints/discovery.ts';
 import { introspectionEndpoint } from '../oauth/endpoints/introspect.ts';
 import { parEndpoint } from '../oauth/endpoints/par.ts';
@@ -83,8 +83,8 @@ export async function buildApp(opts: AppOptions) {
     '/login',
     '/consent',
     '/account/consents/withdraw',
-    DEVICE_PATHS.verification,
-    `${DEVICE_PATHS.verification}/decide`,
+    PATHS.device,
+    `${PATHS.device}/confirm`,
   ]);
   app.addContentTypeParser('application/x-www-form-urlencoded', { parseAs: 'string' }, (req, body, done) => {
     try {
@@ -177,8 +177,8 @@ export async function buildApp(opts: AppOptions) {
     const res = await parEndpoint(ctx, formInput(req), meta(req));
     return reply.code(201).headers(tokenHeaders).send(res);
   });
-  // RFC 8628 §3.1-3.2.
-  app.post(DEVICE_PATHS.authorization, async (req, reply) => {
+  // RFC 8628 §3.1-3.2: client authentication as at /token; the answer carries codes, so it is never cached.
+  app.post(PATHS.deviceAuthorization, async (req, reply) => {
     await ctx.refresh();
     const res = await deviceAuthorizationEndpoint(ctx, formInput(req), meta(req));
     return reply.headers(tokenHeaders).send(res);

@@ -14,10 +14,15 @@ import { authenticatePassword } from '../identity/users.ts';
 import { sha256Hex } from '../lib/crypto.ts';
 import { REQUEST_URI_PREFIX } from '../oauth/authorization/request.ts';
 import type { OAuthContext, RequestMeta } from '../oauth/context.ts';
-import { formatUserCode, normalizeUserCode } from '../oauth/device/user-code.ts';
-import { DeviceVerification } from '../oauth/device/verification.ts';
+import { formatUserCode, normaliseUserCode } from '../oauth/device/user-code.ts';
 import { type AuthorizeOutcome, authorizeEndpoint, decideConsent } from '../oauth/endpoints/authorize.ts';
-import { DEVICE_PATHS } from '../oauth/endpoints/device-authorization.ts';
+import {
+  createDeviceThrottle,
+  decideDeviceRequest,
+  enterUserCode,
+  showDeviceRequest,
+  type VerificationFailure,
+} from '../oauth/endpoints/device-verification.ts';
 import { PATHS } from '../oauth/endpoints/discovery.ts';
 import { endSessionEndpoint } from '../oauth/endpoints/end-session.ts';
 import { LENIENT_FORM, type LenientBody, parseParamsLenient } from './form.ts';
@@ -35,8 +40,8 @@ import {
 } from './views/pages.ts';
 
 /**
- * The browser-facing routes: /authorize, /login, /consent, /logout (end_session_endpoint), /account/consents and
- * the stylesheet. HTML pages get a strict CSP (no inline script or style), no framing, no referrer, no caching.
+ * The browser-facing routes: /authorize, /login, /consent, /logout (end_session_endpoint), /account/consents, the
+ * device verification page (/device, /device/confirm) and the stylesheet. HTML pages get a strict CSP (no inline script or style), no framing, no referrer, no caching.
  */
 
 function meta(req: FastifyRequest): RequestMeta {
@@ -348,109 +353,136 @@ export function registerPages(app: FastifyInstance, ctx: OAuthContext, maxTokenL
       .header('location', `/account/consents?withdrawn=${encodeURIComponent(f.client_id)}`)
       .send();
   });
-  // RFC 8628 §3.3: the verification page. verification_uri_complete only fills the code in; approving always takes
-  // the person's own POST (with this session's CSRF token) on the confirmation page.
-  const devices = new DeviceVerification(ctx);
-  const signedInOrLogin = async (req: FastifyRequest, reply: FastifyReply, returnTo: string) => {
-    const s = await session(req);
-    if (s?.user) return s as LoadedSession & { user: NonNullable<LoadedSession['user']> };
-    reply
-      .code(303)
-      .header('cache-control', 'no-store')
-      .header('location', `/login?${new URLSearchParams({ return_to: returnTo })}`)
-      .send();
-    return undefined;
-  };
-  app.get(DEVICE_PATHS.verification, async (req, reply) => {
-    const { params: q } = params(req);
-    const typed = q.user_code?.slice(0, 32);
-    const s = await signedInOrLogin(
-      req,
+
+  registerDevicePages(app, ctx, { session, params, showError });
+}
+
+/** What the person reads when a code is refused (one text for unknown, expired and used: no oracle). */
+const DEVICE_CODE_ERRORS: Record<Exclude<VerificationFailure, 'throttled'>, string> = {
+  malformed: 'That is not a valid code. Codes have 8 letters, like BCDF-GHJK.',
+  unknown: 'That code is not valid or has expired. Check the code on your device, or start again there.',
+  expired: 'That code is not valid or has expired. Check the code on your device, or start again there.',
+  already_decided: 'That code is not valid or has expired. Check the code on your device, or start again there.',
+};
+
+/**
+ * RFC 8628 §3.3 verification page. GET /device shows the code form (prefilled from verification_uri_complete's
+ * user_code, never submitted by itself); POST /device checks the code (throttled) and answers 303 to the
+ * confirmation page; POST /device/confirm approves or denies and answers 303. Every step requires a signed-in
+ * session (the login page returns here); every POST requires the session's CSRF token.
+ */
+function registerDevicePages(
+  app: FastifyInstance,
+  ctx: OAuthContext,
+  h: {
+    session: (req: FastifyRequest) => Promise<LoadedSession | undefined>;
+    params: (req: FastifyRequest) => { params: Record<string, string>; repeated: string[] };
+    showError: (reply: FastifyReply, status: number, error: string, description: string) => FastifyReply;
+  },
+): void {
+  const cfg = ctx.config;
+  const throttle = createDeviceThrottle(ctx);
+  const see = (reply: FastifyReply, location: string) =>
+    reply.code(303).header('cache-control', 'no-store').header('location', location).send();
+  const toLogin = (reply: FastifyReply, returnTo: string) =>
+    see(reply, `/login?${new URLSearchParams({ return_to: returnTo })}`);
+  const signedIn = (s: LoadedSession | undefined): s is LoadedSession & { user: NonNullable<LoadedSession['user']> } =>
+    s?.user !== undefined && s.record.auth_time !== null;
+  const csrfRefused = (reply: FastifyReply) =>
+    h.showError(
       reply,
-      typed ? `${DEVICE_PATHS.verification}?${new URLSearchParams({ user_code: typed })}` : DEVICE_PATHS.verification,
+      403,
+      'invalid_csrf_token',
+      'The form expired or did not come from this site. Go back and try again.',
     );
-    if (!s) return reply;
-    const norm = typed ? normalizeUserCode(typed) : undefined;
+
+  app.get(PATHS.device, async (req, reply) => {
+    const { params: q } = h.params(req);
+    // Only a well-formed code is carried through sign-in and shown; anything else is dropped.
+    const code = normaliseUserCode(q.user_code);
+    const display = code ? formatUserCode(code) : undefined;
+    if (q.result === 'approved' || q.result === 'denied')
+      return sendPage(reply, 200, deviceDonePage({ config: cfg, approved: q.result === 'approved' }));
+    const s = await h.session(req);
+    if (!signedIn(s)) return toLogin(reply, display ? `${PATHS.device}?user_code=${display}` : PATHS.device);
     return sendPage(
       reply,
       200,
-      deviceEntryPage({
-        config: cfg,
-        csrf: csrfToken(s.cookieValue),
-        userCode: norm ? formatUserCode(norm) : typed,
-        username: s.user.username,
-      }),
+      deviceEntryPage({ config: cfg, csrf: csrfToken(s.cookieValue), username: s.user.username, userCode: display }),
     );
   });
-  app.post(DEVICE_PATHS.verification, async (req, reply) => {
-    const { params: f } = params(req);
-    const s = await session(req);
-    if (!s?.user || !checkCsrf(s.cookieValue, f.csrf_token))
-      return showError(
+
+  app.post(PATHS.device, async (req, reply) => {
+    const { params: f } = h.params(req);
+    const s = await h.session(req);
+    if (!s || !checkCsrf(s.cookieValue, f.csrf_token)) return csrfRefused(reply);
+    if (!signedIn(s)) return toLogin(reply, PATHS.device);
+    const page = (status: number, error: string) =>
+      sendPage(
         reply,
-        403,
-        'invalid_csrf_token',
-        'The form expired or did not come from this site. Go back and try again.',
+        status,
+        deviceEntryPage({ config: cfg, csrf: csrfToken(s.cookieValue), username: s.user.username, error }),
       );
-    const user = s.user;
-    const r = await devices.lookup(f.user_code ?? '', s, meta(req));
-    if (r.kind === 'throttled')
-      return sendPage(
-        reply.header('retry-after', String(r.retryAfter)),
-        429,
-        deviceEntryPage({
-          config: cfg,
-          csrf: csrfToken(s.cookieValue),
-          username: user.username,
-          error: `Too many wrong codes. Try again in ${Math.ceil(r.retryAfter / 60)} minute(s).`,
-        }),
-      );
-    if (r.kind === 'invalid')
-      return sendPage(
-        reply,
-        400,
-        deviceEntryPage({
-          config: cfg,
-          csrf: csrfToken(s.cookieValue),
-          username: user.username,
-          userCode: f.user_code?.slice(0, 32),
-          error: 'That code is not valid or has expired. Check the code on your device.',
-        }),
-      );
+    if (!f.user_code?.trim()) return page(400, 'Enter the code shown on your device.');
+    const out = await enterUserCode(ctx, throttle, { session: s, userCode: f.user_code }, meta(req));
+    switch (out.kind) {
+      case 'ticket':
+        return see(reply, `${PATHS.device}/confirm?${new URLSearchParams({ request_uri: out.requestUri })}`);
+      case 'invalid':
+        return page(400, DEVICE_CODE_ERRORS[out.reason]);
+      case 'throttled':
+        reply.header('retry-after', String(out.retryAfter));
+        return page(
+          429,
+          `Too many wrong codes. For your safety, codes are not accepted here for ${Math.ceil(out.retryAfter / 60)} minute(s).`,
+        );
+    }
+  });
+
+  const gone = (reply: FastifyReply) =>
+    h.showError(
+      reply,
+      400,
+      'invalid_request',
+      'This device request is no longer waiting for an answer. Enter the code from your device again.',
+    );
+
+  app.get(`${PATHS.device}/confirm`, async (req, reply) => {
+    const { params: q } = h.params(req);
+    const s = await h.session(req);
+    if (!signedIn(s)) return toLogin(reply, PATHS.device);
+    const out = await showDeviceRequest(ctx, { session: s, requestUri: q.request_uri });
+    if (out.kind === 'gone') return gone(reply);
     return sendPage(
       reply,
       200,
       deviceConfirmPage({
         config: cfg,
         csrf: csrfToken(s.cookieValue),
-        client: r.client,
-        scopes: r.device.scope.split(' '),
-        resources: r.device.resources,
-        userCode: formatUserCode(r.device.user_code),
-        username: user.username,
+        client: out.client,
+        scopes: out.device.scope.split(' ').filter(Boolean),
+        resources: out.device.resources,
+        userCode: out.userCode,
+        requestUri: out.requestUri,
+        username: s.user.username,
       }),
     );
   });
-  app.post(`${DEVICE_PATHS.verification}/decide`, async (req, reply) => {
-    const { params: f } = params(req);
-    const s = await session(req);
-    if (!s?.user || !checkCsrf(s.cookieValue, f.csrf_token))
-      return showError(
-        reply,
-        403,
-        'invalid_csrf_token',
-        'The form expired or did not come from this site. Go back and try again.',
-      );
+
+  app.post(`${PATHS.device}/confirm`, async (req, reply) => {
+    const { params: f } = h.params(req);
+    const s = await h.session(req);
+    if (!s || !checkCsrf(s.cookieValue, f.csrf_token)) return csrfRefused(reply);
+    if (!signedIn(s)) return toLogin(reply, PATHS.device);
     if (f.decision !== 'approve' && f.decision !== 'deny')
-      return showError(reply, 400, 'invalid_request', 'the form is incomplete');
-    const r = await devices.decide(
-      f.user_code ?? '',
-      f.decision === 'approve',
-      s as LoadedSession & { user: NonNullable<LoadedSession['user']> },
+      return h.showError(reply, 400, 'invalid_request', 'the form is incomplete');
+    const out = await decideDeviceRequest(
+      ctx,
+      { session: s, requestUri: f.request_uri, approve: f.decision === 'approve' },
       meta(req),
     );
-    if (!r.ok) return showError(reply, 400, 'invalid_request', 'This code is no longer waiting for a decision.');
-    return sendPage(reply, 200, deviceDonePage({ config: cfg, approved: f.decision === 'approve' }));
+    if (out.kind === 'gone') return gone(reply);
+    return see(reply, `${PATHS.device}?result=${out.approved ? 'approved' : 'denied'}`);
   });
 }
 

@@ -181,12 +181,13 @@ export interface ConsentRecord {
 
 /**
  * A stored authorization request: `par` for RFC 9126 pushed requests; `interaction` for a validated request
- * waiting on login or consent (the pages refer to it by request_uri so it cannot be altered on the way).
+ * waiting on login or consent (the pages refer to it by request_uri so it cannot be altered on the way); `device`
+ * for a user code the user entered on the verification page, waiting for approve or deny (bound to the session).
  */
 export interface AuthorizationRequestRecord {
   /** SHA-256 hex of the random part of the request_uri. */
   id_hash: string;
-  kind: 'par' | 'interaction';
+  kind: 'par' | 'interaction' | 'device';
   client_id: string;
   params: Record<string, string>;
   created_at: number;

@@ -3,6 +3,7 @@
  * (CSP enforcement, rendering) is covered separately with Playwright; this drives the HTTP contract.
  */
 import { createHash, randomBytes } from 'node:crypto';
+import { Agent, fetch as undiciFetch } from 'undici';
 
 export interface Res {
   status: number;
@@ -17,8 +18,11 @@ export class Browser {
   readonly jar = new Map<string, string>();
   /** Every Set-Cookie header seen, raw (to check attributes). */
   readonly setCookies: string[] = [];
-  constructor(base: string) {
+  /** Connects from this loopback address (e.g. 127.0.0.2) so per-IP limits can be tested apart from each other. */
+  private readonly agent: Agent | undefined;
+  constructor(base: string, opts: { localAddress?: string } = {}) {
     this.base = base;
+    this.agent = opts.localAddress ? new Agent({ localAddress: opts.localAddress }) : undefined;
   }
 
   private abs(url: string): string {
@@ -55,7 +59,15 @@ export class Browser {
       payload = typeof body === 'string' ? body : new URLSearchParams(body).toString();
     }
     const full = this.abs(url);
-    const r = await fetch(full, { method, headers, body: payload, redirect: 'manual' });
+    const r = this.agent
+      ? ((await undiciFetch(full, {
+          method,
+          headers,
+          body: payload,
+          redirect: 'manual',
+          dispatcher: this.agent,
+        })) as unknown as Response)
+      : await fetch(full, { method, headers, body: payload, redirect: 'manual' });
     this.store(r.headers);
     return {
       status: r.status,

@@ -60,6 +60,7 @@ ul.scopes li{padding:.6rem 0;border-bottom:1px solid var(--border)}
 ul.scopes li:last-child{border-bottom:0}
 .scope-name{font-family:ui-monospace,SFMono-Regular,Menlo,monospace;font-size:.85rem;color:var(--muted)}
 .client-logo{height:3rem;width:auto;display:block;margin-bottom:1rem}
+.user-code{font-family:ui-monospace,SFMono-Regular,Menlo,monospace;letter-spacing:.15em;text-transform:uppercase}
 code{font-family:ui-monospace,SFMono-Regular,Menlo,monospace;font-size:.9rem;word-break:break-all}
 table{width:100%;border-collapse:collapse}
 td{padding:.5rem 0;border-bottom:1px solid var(--border);vertical-align:top}

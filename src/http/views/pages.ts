@@ -154,26 +154,33 @@ ${
   return layout({ title: 'Connected apps', body, config: o.config });
 }
 
+/** RFC 8628 §3.3: where the person types the code their device shows. */
 export function deviceEntryPage(o: {
   config: Config;
   csrf: string;
+  username: string;
   userCode?: string | undefined;
   error?: string | undefined;
-  username: string;
 }): string {
   const body = html`<h1>Connect a device</h1>
 <p class="muted">Signed in as <strong>${o.username}</strong></p>
-<p>Enter the code shown on your device.</p>
+${
+  o.userCode
+    ? html`<p>Check that this code is the one shown on your device, then continue.</p>`
+    : html`<p>Enter the code shown on your device.</p>`
+}
 ${o.error ? html`<div class="error" role="alert" id="code-error">${o.error}</div>` : ''}
-<form method="post" action="/device">
+<form method="post" action="/device" novalidate>
 <input type="hidden" name="csrf_token" value="${o.csrf}">
 <label for="user_code">Code</label>
-<input type="text" id="user_code" name="user_code" autocomplete="one-time-code" autocapitalize="characters" spellcheck="false" required placeholder="XXXX-XXXX" value="${o.userCode ?? ''}" autofocus${o.error ? html` aria-describedby="code-error"` : ''}>
+<input type="text" id="user_code" name="user_code" class="user-code" autocomplete="off" autocapitalize="characters" spellcheck="false" maxlength="20" placeholder="XXXX-XXXX" required autofocus value="${o.userCode ?? ''}"${o.error ? html` aria-describedby="code-error"` : ''}>
 <div class="actions"><button type="submit" class="primary">Continue</button></div>
-</form>`;
+</form>
+<p class="muted">Only enter a code from a device you are setting up yourself. Nobody from ${o.config.branding.name} will ever ask you for one.</p>`;
   return layout({ title: 'Connect a device', body, config: o.config });
 }
 
+/** The device's request, for approve or deny (RFC 8628 §5.4: show who asks for what, and the code to compare). */
 export function deviceConfirmPage(o: {
   config: Config;
   csrf: string;
@@ -181,33 +188,38 @@ export function deviceConfirmPage(o: {
   scopes: string[];
   resources: string[];
   userCode: string;
+  requestUri: string;
   username: string;
 }): string {
-  const body = html`<h1>Allow <strong>${clientName(o.client)}</strong> on your device?</h1>
-<p class="muted">Signed in as <strong>${o.username}</strong>. Code <code>${o.userCode}</code>: check it matches the one on the device.</p>
+  const logo = typeof o.client.metadata.logo_uri === 'string' ? o.client.metadata.logo_uri : undefined;
+  const body = html`${logo ? html`<img src="${logo}" alt="${clientName(o.client)} logo" class="client-logo">` : ''}
+<h1><strong>${clientName(o.client)}</strong> on a device wants to access your account</h1>
+<p class="muted">Signed in as <strong>${o.username}</strong></p>
+<p>Code: <strong class="user-code">${o.userCode}</strong>. Allow only if your device shows this same code and you started the sign-in yourself.</p>
 <p>It asks to:</p>
 <ul class="scopes">
 ${o.scopes.map((s) => html`<li>${scopeDescription(o.config, s)}<br><span class="scope-name">${s}</span></li>`)}
 </ul>
 ${
   o.resources.length
-    ? html`<p>on ${o.resources.map((r, i) => html`${i ? ', ' : ''}<strong>${resourceName(o.config, r)}</strong>`)}</p>`
+    ? html`<p>on ${o.resources.map((r, i) => html`${i ? ', ' : ''}<strong>${resourceName(o.config, r)}</strong> <span class="scope-name">(${r})</span>`)}</p>`
     : ''
 }
-<form method="post" action="/device/decide">
+<form method="post" action="/device/confirm">
 <input type="hidden" name="csrf_token" value="${o.csrf}">
-<input type="hidden" name="user_code" value="${o.userCode}">
+<input type="hidden" name="request_uri" value="${o.requestUri}">
 <div class="actions">
 <button type="submit" name="decision" value="approve" class="primary">Allow</button>
 <button type="submit" name="decision" value="deny" class="secondary">Deny</button>
 </div>
-</form>`;
-  return layout({ title: 'Allow device', body, config: o.config });
+</form>
+<p class="muted">You can withdraw this at any time on <a href="/account/consents">your connected apps</a> page.</p>`;
+  return layout({ title: 'Allow a device', body, config: o.config });
 }
 
 export function deviceDonePage(o: { config: Config; approved: boolean }): string {
   const body = o.approved
-    ? html`<h1>Device connected</h1><p>You can return to your device; it will continue by itself.</p>`
-    : html`<h1>Access denied</h1><p>The device was not given access. You can close this window.</p>`;
-  return layout({ title: o.approved ? 'Device connected' : 'Access denied', body, config: o.config });
+    ? html`<h1>Device connected</h1><p role="status">You can return to your device; it will continue by itself.</p>`
+    : html`<h1>Request denied</h1><p role="status">The device was not given access. You can close this window.</p>`;
+  return layout({ title: o.approved ? 'Device connected' : 'Request denied', body, config: o.config });
 }

@@ -103,6 +103,36 @@ function splitScopes(v: string | undefined): string[] {
 }
 
 /**
+ * The scopes and resources a user is asked to grant (authorization and device requests alike): scope is required and
+ * must be within the client's (RFC 6749 §3.3); RFC 8707: one resource named, or every resource of the client that
+ * defines a requested scope.
+ */
+export function requestedScopesAndResources(
+  ctx: OAuthContext,
+  client: ClientRecord,
+  params: Readonly<Record<string, string>>,
+): { scopes: string[]; resources: string[] } {
+  const scopes = splitScopes(params.scope);
+  if (scopes.length === 0) throw new InvalidScope('scope is required');
+  const allowed = new Set(client.scope.split(' ').filter(Boolean));
+  const notAllowed = scopes.filter((s) => !allowed.has(s));
+  if (notAllowed.length)
+    throw new InvalidScope(`scope not allowed for this client: ${notAllowed.join(' ').slice(0, 200)}`);
+  let resources: string[];
+  if (params.resource !== undefined) {
+    if (!client.resources.includes(params.resource))
+      throw new InvalidTarget('this client is not allowed this resource');
+    resources = [params.resource];
+  } else {
+    const wanted = new Set(scopes);
+    resources = ctx.config.resources
+      .filter((r) => client.resources.includes(r.identifier) && r.scopes.some((s) => wanted.has(s)))
+      .map((r) => r.identifier);
+  }
+  return { scopes, resources };
+}
+
+/**
  * Step 2: everything else. Errors from here on are sent to the (now trusted) redirect_uri.
  * `source` says whether the parameters came from a pushed request (PAR or an interaction we stored).
  */
@@ -137,24 +167,12 @@ export function validateAuthorizationParams(
   if (!S256_CHALLENGE.test(challenge!))
     fail(new InvalidRequest('code_challenge must be 43 base64url characters (RFC 7636 §4.2)'));
 
-  const scopes = splitScopes(params.scope);
-  if (scopes.length === 0) fail(new InvalidScope('scope is required'));
-  const allowed = new Set(client.scope.split(' ').filter(Boolean));
-  const notAllowed = scopes.filter((s) => !allowed.has(s));
-  if (notAllowed.length)
-    fail(new InvalidScope(`scope not allowed for this client: ${notAllowed.join(' ').slice(0, 200)}`));
-
-  // RFC 8707: one resource named, or every resource of the client that defines a requested scope.
-  let resources: string[];
-  if (params.resource !== undefined) {
-    if (!client.resources.includes(params.resource))
-      fail(new InvalidTarget('this client is not allowed this resource'));
-    resources = [params.resource];
-  } else {
-    const wanted = new Set(scopes);
-    resources = ctx.config.resources
-      .filter((r) => client.resources.includes(r.identifier) && r.scopes.some((s) => wanted.has(s)))
-      .map((r) => r.identifier);
+  let scopes: string[] = [];
+  let resources: string[] = [];
+  try {
+    ({ scopes, resources } = requestedScopesAndResources(ctx, client, params));
+  } catch (e) {
+    fail(e as OAuthError);
   }
 
   const prompt = new Set<Prompt>();

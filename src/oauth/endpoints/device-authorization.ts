@@ -1,13 +1,14 @@
-import { InvalidScope, InvalidTarget, UnauthorizedClient } from '../../errors/oauth-error.ts';
+import { UnauthorizedClient } from '../../errors/oauth-error.ts';
 import { randomToken, sha256Hex } from '../../lib/crypto.ts';
 import type { DeviceCodeRecord } from '../../storage/ports.ts';
+import { requestedScopesAndResources } from '../authorization/request.ts';
 import { authenticateClient, type ClientAuthInput } from '../client-auth/authenticate.ts';
 import type { OAuthContext, RequestMeta } from '../context.ts';
-import { formatUserCode, newUserCode } from '../device/user-code.ts';
+import { DEVICE_CODE_GRANT, deviceRef } from '../device/common.ts';
+import { formatUserCode, generateUserCode } from '../device/user-code.ts';
+import { PATHS } from './discovery.ts';
 
-export const DEVICE_GRANT = 'urn:ietf:params:oauth:grant-type:device_code';
-export const DEVICE_PATHS = { authorization: '/device_authorization', verification: '/device' } as const;
-
+/** RFC 8628 §3.2 device authorization response. */
 export interface DeviceAuthorizationResponse {
   device_code: string;
   user_code: string;
@@ -18,8 +19,12 @@ export interface DeviceAuthorizationResponse {
 }
 
 /**
- * RFC 8628 §3.1-3.2 device authorization endpoint: authenticate the client (public clients too), check the grant
- * and scopes, store the device code hashed with a fresh user code, and answer where the person should go.
+ * RFC 8628 §3.1 device authorization endpoint, in steps:
+ * 1. authenticate the client as at /token (public clients allowed: a TV cannot keep a secret; §3.1);
+ * 2. the client must be registered for the device_code grant;
+ * 3. scope and resource are validated exactly as at /authorize;
+ * 4. a device_code (256 random bits, stored as its SHA-256) and a user_code (§6.1) are stored with
+ *    device_code.issued in one transaction.
  */
 export async function deviceAuthorizationEndpoint(
   ctx: OAuthContext,
@@ -27,35 +32,21 @@ export async function deviceAuthorizationEndpoint(
   meta: RequestMeta,
 ): Promise<DeviceAuthorizationResponse> {
   const { client } = await authenticateClient(ctx, input, meta, { allowPublic: true });
-  if (!client.grant_types.includes(DEVICE_GRANT))
+  if (!client.grant_types.includes(DEVICE_CODE_GRANT))
     throw new UnauthorizedClient('this client may not use the device authorization grant');
-  const scopes = [...new Set((input.params.scope ?? '').split(' ').filter(Boolean))];
-  if (scopes.length === 0) throw new InvalidScope('scope is required');
-  const allowed = new Set(client.scope.split(' ').filter(Boolean));
-  const bad = scopes.filter((x) => !allowed.has(x));
-  if (bad.length) throw new InvalidScope(`scope not allowed for this client: ${bad.join(' ').slice(0, 200)}`);
-  let resources: string[];
-  if (input.params.resource !== undefined) {
-    if (!client.resources.includes(input.params.resource))
-      throw new InvalidTarget('this client is not allowed this resource');
-    resources = [input.params.resource];
-  } else {
-    const wanted = new Set(scopes);
-    resources = ctx.config.resources
-      .filter((r) => client.resources.includes(r.identifier) && r.scopes.some((x) => wanted.has(x)))
-      .map((r) => r.identifier);
-  }
-  const a = ctx.config.authorization;
+  const { scopes, resources } = requestedScopesAndResources(ctx, client, input.params);
+
+  const cfg = ctx.config.device;
   const deviceCode = randomToken(32);
   const now = ctx.clock.nowMs();
-  const rec: DeviceCodeRecord = {
+  const record: DeviceCodeRecord = {
     device_code_hash: sha256Hex(deviceCode),
-    user_code: newUserCode(),
+    user_code: '',
     client_id: client.client_id,
     scope: scopes.join(' '),
     resources,
     status: 'pending',
-    interval_s: a.device_interval,
+    interval_s: cfg.interval,
     last_poll_at: null,
     user_id: null,
     session_id: null,
@@ -63,37 +54,43 @@ export async function deviceAuthorizationEndpoint(
     acr: null,
     amr: null,
     created_at: now,
-    expires_at: now + a.device_code_ttl * 1000,
+    expires_at: now + cfg.code_ttl * 1000,
     decided_at: null,
     redeemed_at: null,
   };
-  // A user-code collision (1 in 2^34 per live code) violates the unique index: draw again.
+  // user_code is unique in storage. A collision (with a live code or an expired one not yet purged) is unlikely
+  // in a space of 2.6e10; draw again rather than fail.
   for (let attempt = 0; ; attempt++) {
-    try {
-      await ctx.storage.withTransaction(async (tx) => {
-        await tx.deviceCodes.insert(rec);
-        await tx.events.append({
-          type: 'device_code.issued',
-          at: now,
-          client_id: client.client_id,
-          request_id: meta.requestId,
-          data: { scope: rec.scope, resources, expires_at: rec.expires_at },
-        });
-      });
-      break;
-    } catch (e) {
-      if (attempt >= 3) throw e;
-      rec.user_code = newUserCode();
-    }
+    record.user_code = generateUserCode();
+    if (attempt < 5 && (await ctx.storage.deviceCodes.getByUserCode(record.user_code))) continue;
+    break;
   }
-  const verification = ctx.config.issuer + DEVICE_PATHS.verification;
-  const shown = formatUserCode(rec.user_code);
+  await ctx.storage.withTransaction(async (tx) => {
+    await tx.deviceCodes.insert(record);
+    await tx.events.append({
+      type: 'device_code.issued',
+      at: now,
+      request_id: meta.requestId,
+      client_id: client.client_id,
+      data: {
+        device: deviceRef(record.device_code_hash),
+        scope: record.scope,
+        resources,
+        expires_at: record.expires_at,
+        interval: record.interval_s,
+        ip: meta.ip,
+      },
+    });
+  });
+  const verification = ctx.config.issuer + PATHS.device;
+  const display = formatUserCode(record.user_code);
   return {
     device_code: deviceCode,
-    user_code: shown,
+    user_code: display,
     verification_uri: verification,
-    verification_uri_complete: `${verification}?user_code=${shown}`,
-    expires_in: a.device_code_ttl,
-    interval: a.device_interval,
+    // §3.3.1: lets the device show a QR code; the page only fills the code in, the user still confirms.
+    verification_uri_complete: `${verification}?user_code=${encodeURIComponent(display)}`,
+    expires_in: cfg.code_ttl,
+    interval: cfg.interval,
   };
 }

@@ -2,7 +2,6 @@ import { OIDC_SCOPES } from '../../config/load.ts';
 import { ASSERTION_ALGORITHMS } from '../../config/schema.ts';
 import type { OAuthContext } from '../context.ts';
 import { USERINFO_PATH } from '../grants/user-tokens.ts';
-import { DEVICE_GRANT, DEVICE_PATHS } from './device-authorization.ts';
 import { GRANT_HANDLERS } from './token.ts';
 
 export const PATHS = {
@@ -14,6 +13,9 @@ export const PATHS = {
   par: '/par',
   endSession: '/logout',
   userinfo: USERINFO_PATH,
+  deviceAuthorization: '/device_authorization',
+  /** RFC 8628 §3.3 verification_uri: the page where the user enters the user_code. */
+  device: '/device',
 } as const;
 
 /**
@@ -35,6 +37,8 @@ export function discoveryDocument(ctx: OAuthContext): Record<string, unknown> {
     grant_types_supported: Object.keys(GRANT_HANDLERS),
     authorization_endpoint: iss + PATHS.authorize,
     pushed_authorization_request_endpoint: iss + PATHS.par,
+    // RFC 8628 §4.
+    device_authorization_endpoint: iss + PATHS.deviceAuthorization,
     // Per client (RFC 9126 §5); not required of every client.
     require_pushed_authorization_requests: false,
     response_types_supported: ['code'],
@@ -45,10 +49,6 @@ export function discoveryDocument(ctx: OAuthContext): Record<string, unknown> {
     prompt_values_supported: ['none', 'login', 'consent'],
     request_parameter_supported: false,
     request_uri_parameter_supported: false,
-    // Likewise the device endpoint, once /token answers device_code polls (RFC 8628 §4).
-    ...(Object.hasOwn(GRANT_HANDLERS, DEVICE_GRANT)
-      ? { device_authorization_endpoint: iss + DEVICE_PATHS.authorization }
-      : {}),
     scopes_supported: [...scopes],
     // Public clients (none) use PKCE-bound codes and client-bound refresh tokens; they cannot introspect.
     token_endpoint_auth_methods_supported: [...authMethods, 'none'],

@@ -1,8 +1,10 @@
 import { InvalidRequest, OAuthError, UnauthorizedClient, UnsupportedGrantType } from '../../errors/oauth-error.ts';
 import { authenticateClient, type ClientAuthInput } from '../client-auth/authenticate.ts';
 import { eventBase, type OAuthContext, type RequestMeta } from '../context.ts';
+import { DEVICE_CODE_GRANT } from '../device/common.ts';
 import { authorizationCodeGrant } from '../grants/authorization-code.ts';
 import { clientCredentialsGrant, type TokenResponse } from '../grants/client-credentials.ts';
+import { deviceCodeGrant } from '../grants/device-code.ts';
 import { refreshTokenGrant } from '../grants/refresh-token.ts';
 
 type GrantHandler = typeof clientCredentialsGrant;
@@ -12,7 +14,14 @@ export const GRANT_HANDLERS: Readonly<Record<string, GrantHandler>> = {
   client_credentials: clientCredentialsGrant,
   authorization_code: authorizationCodeGrant,
   refresh_token: refreshTokenGrant,
+  [DEVICE_CODE_GRANT]: deviceCodeGrant,
 };
+
+/**
+ * Answers that are part of normal polling (RFC 8628 §3.5), not failures: a device asks every few seconds until the
+ * user decides, so recording each would flood the event log. slow_down (a misbehaving client) is still recorded.
+ */
+const NOT_A_FAILURE = new Set(['authorization_pending']);
 
 /** RFC 6749 §3.2 token endpoint: authenticate the client, check the grant, run its handler. */
 export async function tokenEndpoint(
@@ -35,6 +44,7 @@ export async function tokenEndpoint(
     return res;
   } catch (e) {
     if (e instanceof OAuthError) {
+      if (NOT_A_FAILURE.has(e.code)) throw e;
       ctx.metrics.tokenFailed(
         clientId,
         grantType && Object.hasOwn(GRANT_HANDLERS, grantType) ? grantType : 'other',
