@@ -1,7 +1,7 @@
 import { InvalidRequest } from '../../errors/oauth-error.ts';
 import { authenticateClient, type ClientAuthInput } from '../client-auth/authenticate.ts';
 import type { OAuthContext, RequestMeta } from '../context.ts';
-import { verifyOwnAccessToken } from '../tokens/access-token.ts';
+import { isRevoked, verifyOwnAccessToken } from '../tokens/access-token.ts';
 
 export type IntrospectionResponse = { active: false } | ({ active: true } & Record<string, unknown>);
 
@@ -30,14 +30,7 @@ export async function introspectionEndpoint(
     const c = v.claims;
     const now = Math.floor(ctx.clock.nowMs() / 1000);
     const auds = Array.isArray(c.aud) ? c.aud : [c.aud];
-    const revoked = ctx.revocations.check({
-      jti: c.jti,
-      iat: c.iat,
-      client_id: c.client_id,
-      sub: c.sub,
-      kid: v.header.kid,
-      grant_id: c.grant_id,
-    });
+    const revoked = isRevoked(ctx, v);
     if (c.exp <= now) verdict = 'expired';
     else if (typeof c.nbf === 'number' && c.nbf > now + ctx.config.tokens.clock_skew) verdict = 'not_yet_valid';
     else if (revoked) verdict = 'revoked';

@@ -1,7 +1,7 @@
 import { InsufficientScope, InvalidRequest, InvalidToken } from '../../errors/oauth-error.ts';
 import type { OAuthContext, RequestMeta } from '../context.ts';
 import { userinfoAudience } from '../grants/user-tokens.ts';
-import { verifyOwnAccessToken } from '../tokens/access-token.ts';
+import { isRevoked, verifyOwnAccessToken } from '../tokens/access-token.ts';
 
 export interface UserinfoInput {
   authorization?: string | undefined;
@@ -45,17 +45,7 @@ export async function userinfoEndpoint(
   const c = v.claims;
   const now = Math.floor(ctx.clock.nowMs() / 1000);
   if (c.exp <= now) throw new InvalidToken('the access token has expired');
-  if (
-    ctx.revocations.check({
-      jti: c.jti,
-      iat: c.iat,
-      client_id: c.client_id,
-      sub: c.sub,
-      kid: v.header.kid,
-      grant_id: c.grant_id,
-    })
-  )
-    throw new InvalidToken('the access token was revoked');
+  if (isRevoked(ctx, v)) throw new InvalidToken('the access token was revoked');
   const auds = Array.isArray(c.aud) ? c.aud : [c.aud];
   if (!auds.includes(userinfoAudience(ctx))) throw new InvalidToken('the access token is not meant for userinfo');
   const scopes = new Set((c.scope ?? '').split(' '));

@@ -1,9 +1,8 @@
-import { createPublicKey, type KeyObject } from 'node:crypto';
 import type { SecurityEvent } from '../../events/catalogue.ts';
 import type { ActiveKey } from '../../keys/manager.ts';
 import { randomId } from '../../lib/crypto.ts';
-import { verifyCompactSignature } from '../../lib/jws.ts';
 import type { OAuthContext, RequestMeta } from '../context.ts';
+import { verifyOwnJwt } from './own-jwt.ts';
 
 export interface AccessTokenGrant {
   clientId: string;
@@ -129,39 +128,31 @@ export interface VerifiedAccessToken {
   };
 }
 
-const publicKeys = new Map<string, KeyObject>();
-
 /**
- * Verifies a token we issued: signature by a key we publish (kid only from our own key set; alg must equal the
- * key's alg), typ at+jwt, iss. Returns undefined for anything that is not one of our access tokens. Does not check
- * exp or revocation: callers decide (revocation accepts expired tokens, introspection does not).
+ * Verifies a token we issued: one of our JWTs (see verifyOwnJwt) with typ at+jwt and the RFC 9068 claims. Returns
+ * undefined for anything that is not one of our access tokens. Does not check exp or revocation: callers decide
+ * (revocation accepts expired tokens, introspection does not).
  */
 export function verifyOwnAccessToken(ctx: OAuthContext, token: string): VerifiedAccessToken | undefined {
-  if (token.length > 8192) return undefined;
-  const parts = token.split('.');
-  if (parts.length !== 3) return undefined;
-  const [h, p, s] = parts as [string, string, string];
-  let header: VerifiedAccessToken['header'];
-  let claims: VerifiedAccessToken['claims'];
-  try {
-    header = JSON.parse(Buffer.from(h, 'base64url').toString('utf8'));
-    claims = JSON.parse(Buffer.from(p, 'base64url').toString('utf8'));
-  } catch {
-    return undefined;
-  }
-  if (!header || typeof header !== 'object' || !claims || typeof claims !== 'object') return undefined;
-  if (header.typ !== 'at+jwt' || typeof header.kid !== 'string') return undefined;
-  const jwk = ctx.keys.publicJwk(header.kid);
-  if (!jwk || jwk.alg !== header.alg) return undefined;
-  let key = publicKeys.get(header.kid);
-  if (!key) {
-    key = createPublicKey({ key: jwk as never, format: 'jwk' });
-    publicKeys.set(header.kid, key);
-  }
-  if (!verifyCompactSignature(header.alg, key, Buffer.from(`${h}.${p}`), Buffer.from(s, 'base64url'))) return undefined;
-  if (claims.iss !== ctx.config.issuer || typeof claims.jti !== 'string' || typeof claims.exp !== 'number')
-    return undefined;
-  if (typeof claims.iat !== 'number' || typeof claims.client_id !== 'string' || typeof claims.sub !== 'string')
-    return undefined;
-  return { header, claims };
+  const v = verifyOwnJwt(ctx, token, (typ) => typ === 'at+jwt');
+  if (!v) return undefined;
+  const c = v.claims;
+  if (typeof c.jti !== 'string' || typeof c.exp !== 'number' || typeof c.iat !== 'number') return undefined;
+  if (typeof c.client_id !== 'string' || typeof c.sub !== 'string') return undefined;
+  return v as unknown as VerifiedAccessToken;
+}
+
+/** Whether a verified access token is covered by a revocation (by jti, grant, client, subject or signing key). */
+export function isRevoked(ctx: OAuthContext, v: VerifiedAccessToken): boolean {
+  const c = v.claims;
+  return (
+    ctx.revocations.check({
+      jti: c.jti,
+      iat: c.iat,
+      client_id: c.client_id,
+      sub: c.sub,
+      kid: v.header.kid,
+      grant_id: c.grant_id,
+    }) !== undefined
+  );
 }
