@@ -294,7 +294,10 @@ describe('rate limits by address and globally', () => {
         token_per_ip: { limit: 5, window: '1m' },
         introspect_per_ip: { limit: 5, window: '1m' },
         introspect_global: { limit: 8, window: '1m' },
+        device_per_ip: { limit: 3, window: '1m' },
       };
+      // Out of the way, so the request limit is what refuses below.
+      c.device = { max_failures_per_session: 100, max_failures_per_ip: 100 };
       (c.users as ConfigObject[]).push(CAROL);
     });
   });
@@ -381,5 +384,19 @@ describe('rate limits by address and globally', () => {
     const [hit] = await readEvents(server, "WHERE type = 'rate_limit.hit' AND data LIKE '%introspect_global%'");
     expect(hit!.data).toMatchObject({ rule: 'introspect_global', key_kind: 'global' });
     for (const a of agents) await a.close();
+  });
+
+  it('the device verification page: code submissions per address (throttle.device_per_ip)', async () => {
+    const b = new Browser(server.url, { localAddress: '127.0.0.9' });
+    expect((await login(b, CAROL)).status).toBe(303);
+    const submit = async () => {
+      const page = await b.get('/device');
+      return b.post('/device', { ...formFields(page.body, '/device'), user_code: 'BCDF-GHJK' });
+    };
+    for (let i = 0; i < 3; i++) expect((await submit()).status).toBe(400);
+    const refused = await submit();
+    expect(refused.status).toBe(429);
+    expect(Number(refused.headers.get('retry-after'))).toBeGreaterThan(0);
+    expect(message(refused.body)).toMatch(/^Too many attempts\. Try again in \d+ seconds?\.$/);
   });
 });
