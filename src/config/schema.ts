@@ -23,7 +23,9 @@ const rateRule = (limit: number, window: string) =>
   z
     .strictObject({
       limit: z.number().int().min(0).max(1_000_000).default(limit).describe('Events allowed per window (0: no limit).'),
-      window: duration(window).refine((v) => v >= 1, { message: 'must be at least 1s' }),
+      window: duration(window)
+        .refine((v) => v >= 1, { message: 'must be at least 1s' })
+        .describe('After a full window without events, a key has its whole burst again.'),
     })
     .prefault({});
 
