@@ -3,12 +3,15 @@
  * two server processes sharing their counters. Skipped loudly without PORTCULLIS_TEST_REDIS_URL.
  */
 import { randomBytes } from 'node:crypto';
+import { rmSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { Agent, fetch as undiciFetch } from 'undici';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { stringify as toYaml } from 'yaml';
 import { RedisLimiter } from '../src/storage/redis/rate-limiter.ts';
 import { Browser, formFields } from './helpers/browser.ts';
 import { readEvents } from './helpers/db.ts';
-import { type RunningServer, startServer } from './helpers/server.ts';
+import { freePort, makeTempDir, type RunningServer, runPortcullis, startServer } from './helpers/server.ts';
 import { ALICE, signInConfig } from './helpers/signin.ts';
 
 const REDIS_URL = process.env.PORTCULLIS_TEST_REDIS_URL;
@@ -124,3 +127,25 @@ d(`two server processes share counters through Redis${REDIS_URL ? '' : ' (SKIPPE
     expect((await b.post('/login', { ...formFields(page.body, '/login'), ...ALICE })).status).toBe(303);
   });
 });
+
+// Needs no Redis: a configured Redis that does not answer stops start-up instead of silently counting per node.
+it('a configured but unreachable Redis stops start-up, naming redis.url', async () => {
+  const dir = makeTempDir();
+  try {
+    const path = join(dir, 'portcullis.yaml');
+    writeFileSync(
+      path,
+      toYaml({
+        listen: { host: '127.0.0.1', port: await freePort() },
+        storage: { url: `sqlite:${join(dir, 'p.db')}` },
+        keys: { kek_file: join(dir, 'kek') },
+        redis: { url: 'redis://127.0.0.1:1' },
+      }),
+    );
+    const r = await runPortcullis(['start', '--config', path], { cwd: dir, timeoutMs: 20_000 });
+    expect(r.code).not.toBe(0);
+    expect(r.stderr).toContain('redis.url: Redis did not answer');
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}, 30_000);
