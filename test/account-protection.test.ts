@@ -114,6 +114,21 @@ describe('passwords (NIST SP 800-63B-4 §3.1.1.2)', () => {
   });
 });
 
+describe('a password changed in the configuration', () => {
+  it('is recorded as password.changed (actor config), once', async () => {
+    const server = await start(() => {});
+    const users = server.config.users as Array<{ username: string; password: string }>;
+    users.find((u) => u.username === 'bob')!.password = 'bob now has another passphrase';
+    writeFileSync(server.configPath, toYaml(server.config));
+    await server.restart();
+    const [ev] = await readEvents(server, "WHERE type = 'password.changed'");
+    expect(ev).toMatchObject({ actor: 'config', data: { username: 'bob', by: 'config' } });
+    const b = new Browser(server.url);
+    expect((await login(b, { username: 'bob', password: 'bob now has another passphrase' })).status).toBe(303);
+    expect((await readEvents(server, "WHERE type = 'password.changed'")).length).toBe(1);
+  });
+});
+
 describe('seeded users obey the same rules', () => {
   async function startInvalid(config: ConfigObject) {
     const dir = makeTempDir();
