@@ -20,11 +20,13 @@ import { addUser, setPassword } from './identity/users.ts';
 import { loadKek } from './keys/kek.ts';
 import { KeyManager, type KeyPolicy } from './keys/manager.ts';
 import { type Clock, OffsetClock, systemClock } from './lib/clock.ts';
+import { type Limiter, MemoryLimiter } from './lib/rate-limiter.ts';
 import { hashClientSecret } from './oauth/client-auth/client-secret.ts';
 import { CachedClientRegistry, type OAuthContext } from './oauth/context.ts';
 import { RevocationSet } from './oauth/revocation-set.ts';
 import { GroupCommitter } from './storage/group-commit.ts';
 import type { Storage } from './storage/ports.ts';
+import { RedisLimiter } from './storage/redis/rate-limiter.ts';
 import { openStorage } from './storage/sql/sql-storage.ts';
 
 export function createLogger(config: Pick<Config, 'log'>): Logger {
@@ -195,6 +197,7 @@ export async function startServer(config: Config, opts: { demo: boolean; log?: L
   await revocations.sync();
   const events = new GroupCommitter(storage, { maxWaitMs: config.storage.group_commit_ms });
   const clients = new CachedClientRegistry(storage, storage.dialect === 'sqlite' ? 60_000 : 1_000);
+  const limiter = await openLimiter(config, clock, log);
   const metrics = createMetrics({ revocations: () => revocations.size, eventsWritten: () => events.written });
 
   let marker = storage.externalChangeMarker();
@@ -215,6 +218,7 @@ export async function startServer(config: Config, opts: { demo: boolean; log?: L
     events,
     clients,
     metrics,
+    limiter,
     log,
     async refresh(opts?: { force?: boolean }) {
       // The hot path (token issuance) looks at the marker at most every 5 ms: under load the event-writer thread
@@ -316,12 +320,27 @@ export async function startServer(config: Config, opts: { demo: boolean; log?: L
         await app.close(); // stops accepting, lets in-flight requests finish
         await events.close();
         await keys.close();
+        await limiter.close();
         await storage.events.append({ type: 'server.stopped', at: clock.nowMs(), actor: 'shutdown', data: {} });
         await storage.close();
       })();
       return closing;
     },
   };
+}
+
+/** Rate-limit counters: shared through Redis when redis.url is set (several nodes), else in this process. */
+async function openLimiter(config: Config, clock: Clock, log: Logger): Promise<Limiter> {
+  if (!config.redis.url) return new MemoryLimiter(clock);
+  const redis = new RedisLimiter(config.redis.url, { prefix: config.redis.key_prefix, clock, log });
+  try {
+    await redis.ready();
+  } catch (e) {
+    await redis.close();
+    throw e;
+  }
+  log.info({ prefix: config.redis.key_prefix }, 'rate-limit counters in Redis');
+  return redis;
 }
 
 function printDemo(config: Config, url: string, c: DemoCredentials): void {

@@ -247,14 +247,15 @@ describe('the code flow with login and consent', () => {
 
     const types = (await readEvents(server)).map((e) => e.type);
     for (const t of [
-      'user.login_failed',
+      'login.failed',
+      'login.succeeded',
       'session.created',
       'consent.granted',
       'grant.created',
       'authorization_code.issued',
     ])
       expect(types).toContain(t);
-    const failed = await readEvents(server, "WHERE type = 'user.login_failed'");
+    const failed = await readEvents(server, "WHERE type = 'login.failed'");
     expect(failed.map((e) => e.data.reason)).toEqual(expect.arrayContaining(['bad_password', 'unknown_user']));
     expect(JSON.stringify(failed)).not.toContain('wrong password');
   });

@@ -358,7 +358,7 @@ describe('users CLI', () => {
     const types = (await readEvents(server, 'WHERE subject = $1', [id])).map((e) => e.type);
     for (const t of [
       'user.created',
-      'user.password_changed',
+      'password.changed',
       'user.disabled',
       'session.ended',
       'grant.revoked',

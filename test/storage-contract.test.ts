@@ -749,6 +749,33 @@ describe.each(backends)('storage contract: %s', (name, make, available) => {
       expect(await s.consents.get('u-rb', 'web')).toBeUndefined();
     });
 
+    it('account guard: recordFailure counts atomically (two handles, concurrent), lock, reset', async () => {
+      expect(await s.accountGuard.get('u-guard')).toBeUndefined();
+      expect(await s.accountGuard.recordFailure('u-guard', T0)).toBe(1);
+      const other = openStorage(backend.url);
+      try {
+        const counts = await Promise.all(
+          Array.from({ length: 10 }, (_, i) => (i % 2 ? other : s).accountGuard.recordFailure('u-guard', T0 + i)),
+        );
+        expect(counts.sort((a, b) => a - b)).toEqual([2, 3, 4, 5, 6, 7, 8, 9, 10, 11]);
+      } finally {
+        await other.close();
+      }
+      await s.accountGuard.lock('u-guard', T0 + 900_000);
+      expect(await s.accountGuard.get('u-guard')).toMatchObject({ failures: 11, locked_until: T0 + 900_000 });
+      // A lock rolls back with its transaction.
+      await expect(
+        s.withTransaction(async (tx) => {
+          await tx.accountGuard.recordFailure('u-guard', T0);
+          throw new Error('abort');
+        }),
+      ).rejects.toThrow('abort');
+      expect((await s.accountGuard.get('u-guard'))!.failures).toBe(11);
+      expect(await s.accountGuard.reset('u-guard')).toBe(true);
+      expect(await s.accountGuard.reset('u-guard')).toBe(false);
+      expect(await s.accountGuard.get('u-guard')).toBeUndefined();
+    });
+
     it('meta: get/set overwrite', async () => {
       expect(await s.meta.get('missing')).toBeUndefined();
       await s.meta.set('k', 'v1');

@@ -3,6 +3,7 @@ import { resolve } from 'node:path';
 import { Command, Option } from 'commander';
 import { starterConfig } from '../config/starter.ts';
 import { ConfigError } from '../errors/oauth-error.ts';
+import { unlockUser } from '../identity/account-guard.ts';
 import { addUser, disableUser, enableUser, setPassword, type UserAdmin } from '../identity/users.ts';
 import { loadKek } from '../keys/kek.ts';
 import { isPublished, KeyManager } from '../keys/manager.ts';
@@ -324,6 +325,24 @@ export async function runCli(argv: string[]): Promise<void> {
         await withStorage(o.config, async (s) => {
           await enableUser(admin(s), username);
           process.stdout.write(`enabled ${username}\n`);
+        });
+      } catch (e) {
+        fail(e);
+      }
+    });
+  users
+    .command('unlock <username>')
+    .description('end a sign-in lock (or wait) after failed passwords now, and forget the failures')
+    .addOption(configOpt())
+    .action(async (username: string, o: { config?: string }) => {
+      try {
+        await withStorage(o.config, async (s) => {
+          const r = await unlockUser(admin(s), username);
+          process.stdout.write(
+            r.failures === 0
+              ? `${username} was not locked\n`
+              : `unlocked ${username} (${r.failures} failed attempt(s) forgotten)\n`,
+          );
         });
       } catch (e) {
         fail(e);

@@ -3,6 +3,7 @@ import { resolve } from 'node:path';
 import { parse as parseYaml } from 'yaml';
 import type { z } from 'zod';
 import { ConfigError } from '../errors/oauth-error.ts';
+import { checkNewPassword, passwordMinLength } from '../lib/password-policy.ts';
 import { type Config, configSchema, type ParsedConfig } from './schema.ts';
 
 /** OIDC scopes that need no resource. */
@@ -114,6 +115,14 @@ function checkCrossFields(c: ParsedConfig): string[] {
   c.users.forEach((u, i) => {
     if (usernames.has(u.username)) problems.push(`users[${i}].username: duplicate "${u.username}"`);
     usernames.add(u.username);
+    // A seeded password obeys the same rules as one set with the CLI (NIST SP 800-63B-4 §3.1.1.2).
+    if (u.password !== undefined) {
+      const problem = checkNewPassword(u.password, {
+        minLength: passwordMinLength(c.mfa.required),
+        contextWords: [u.username, c.branding.name],
+      });
+      if (problem) problems.push(`users[${i}].password: ${problem}`);
+    }
   });
   return problems;
 }

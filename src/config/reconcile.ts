@@ -27,7 +27,9 @@ export async function reconcileConfig(
   const now = clock.nowMs();
   const existingUsers = new Map((await storage.users.list()).map((u) => [u.username, u]));
   // Password hashing is slow by design: do it before the transaction, and only when the stored hash differs.
-  const userRows: Array<UserRecord & { changed: boolean; isNew: boolean; disabling: boolean }> = [];
+  const userRows: Array<
+    UserRecord & { changed: boolean; isNew: boolean; disabling: boolean; passwordChanged: boolean }
+  > = [];
   for (const u of config.users) {
     const prev = existingUsers.get(u.username);
     // A user changed through the CLI (disabled, new password) is the CLI's from then on: a restart must not
@@ -58,6 +60,7 @@ export async function reconcileConfig(
         prev.disabled !== u.disabled,
       isNew: !prev,
       disabling: !!prev && !prev.disabled && u.disabled,
+      passwordChanged: !!prev && prev.password_hash !== passwordHash,
     });
   }
   return storage.withTransaction(async (tx) => {
@@ -123,7 +126,7 @@ export async function reconcileConfig(
         });
       }
     }
-    for (const { changed, isNew, disabling, ...u } of userRows) {
+    for (const { changed, isNew, disabling, passwordChanged, ...u } of userRows) {
       if (!changed) continue;
       await tx.users.upsert(u);
       if (disabling) {
@@ -144,6 +147,14 @@ export async function reconcileConfig(
           expiresAt: now + (ttl + config.tokens.clock_skew) * 1000,
         });
       }
+      if (!isNew && passwordChanged)
+        events.push({
+          type: 'password.changed',
+          at: now,
+          subject: u.id,
+          actor: 'config',
+          data: { username: u.username, by: 'config' },
+        });
       changes.push(`${isNew ? 'created' : 'updated'} user ${u.username}`);
       events.push({
         type: isNew ? 'user.created' : 'user.updated',

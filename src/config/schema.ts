@@ -15,6 +15,20 @@ const duration = (def: string | number) =>
       return s;
     });
 
+/**
+ * A rate rule: at most `limit` events per `window`, refilling evenly (a burst of `limit`, then one every
+ * window/limit). 0 turns the rule off.
+ */
+const rateRule = (limit: number, window: string) =>
+  z
+    .strictObject({
+      limit: z.number().int().min(0).max(1_000_000).default(limit).describe('Events allowed per window (0: no limit).'),
+      window: duration(window)
+        .refine((v) => v >= 1, { message: 'must be at least 1s' })
+        .describe('After a full window without events, a key has its whole burst again.'),
+    })
+    .prefault({});
+
 export const SIGNING_ALGORITHMS = ['ES256', 'EdDSA', 'PS256', 'RS256'] as const;
 export type SigningAlgorithm = (typeof SIGNING_ALGORITHMS)[number];
 
@@ -267,8 +281,67 @@ export const configSchema = z.strictObject({
         .default(20)
         .describe('Wrong user codes one IP address may enter within failure_window (higher: people share addresses).'),
       failure_window: duration('15m').describe(
-        'Sliding window for the wrong-code limits (counted in memory on each node).',
+        'Window of the wrong-code limits: each limit is a burst, then one more code per window/limit (counters in Redis when redis.url is set, else per process).',
       ),
+    })
+    .prefault({}),
+  mfa: z
+    .strictObject({
+      required: z
+        .boolean()
+        .default(false)
+        .describe(
+          'Every sign-in needs a second factor. Also sets the password minimum: 8 characters with MFA, 15 when the password is the only factor (NIST SP 800-63B-4 §3.1.1.2).',
+        ),
+    })
+    .prefault({}),
+  throttle: z
+    .strictObject({
+      delay_after: z
+        .number()
+        .int()
+        .min(1)
+        .max(100)
+        .default(3)
+        .describe(
+          'Consecutive wrong passwords for one account before each further attempt must wait (1 s, then doubling up to delay_max).',
+        ),
+      delay_max: duration('1m').describe('Longest wait between attempts before the lock.'),
+      lock_after: z
+        .number()
+        .int()
+        .min(1)
+        .max(100, 'must be at most 100 (NIST SP 800-63B-4 §3.2.2)')
+        .default(10)
+        .describe('Consecutive wrong passwords that lock the account for lock_duration (NIST caps this at 100).'),
+      lock_duration: duration('15m').describe(
+        'How long a locked account refuses every password (`portcullis users unlock` ends it early).',
+      ),
+      login_failures_per_ip: rateRule(20, '15m').describe(
+        'Failed sign-ins from one IP address (IPv6: one /64), across all accounts: password spraying.',
+      ),
+      login_per_ip: rateRule(100, '1m').describe('Sign-in attempts (POST /login) from one IP address.'),
+      login_global: rateRule(3000, '1m').describe('Sign-in attempts from everywhere together.'),
+      mfa_per_ip: rateRule(30, '5m').describe('Second-factor attempts from one IP address.'),
+      mfa_global: rateRule(3000, '1m').describe('Second-factor attempts from everywhere together.'),
+      token_per_ip: rateRule(6000, '1m').describe('Token endpoint requests from one IP address.'),
+      token_global: rateRule(0, '1m').describe('Token endpoint requests from everywhere together (0: no limit).'),
+      introspect_per_ip: rateRule(6000, '1m').describe('Introspection requests from one IP address.'),
+      introspect_global: rateRule(0, '1m').describe('Introspection requests from everywhere together (0: no limit).'),
+      device_per_ip: rateRule(60, '1m').describe('Code submissions on the device verification page from one IP.'),
+      device_global: rateRule(3000, '1m').describe('Code submissions on the device verification page from everywhere.'),
+    })
+    .prefault({}),
+  redis: z
+    .strictObject({
+      url: z
+        .string()
+        .refine((v) => /^rediss?:\/\//.test(v), { message: 'must start with redis:// or rediss://' })
+        .optional()
+        .describe(
+          'Redis for state shared by several nodes (rate-limit counters). Unset: counters live in each process.',
+        ),
+      key_prefix: z.string().max(100).default('portcullis:').describe('Prefix of every Redis key Portcullis writes.'),
     })
     .prefault({}),
   branding: z

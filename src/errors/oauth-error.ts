@@ -114,6 +114,20 @@ export class TemporarilyUnavailable extends OAuthError {
   }
 }
 
+/**
+ * A rate limit refused the request: HTTP 429 (RFC 6585 §4) with Retry-After (RFC 9110 §10.2.3). OAuth defines no
+ * error code for this at the token or introspection endpoint; temporarily_unavailable (RFC 6749 §4.1.2.1) is the
+ * registered code that means "try again later", and `slow_down` is not used because RFC 8628 §3.5 gives it a
+ * device-polling meaning (add 5 s to the interval) that a client would wrongly apply. See docs/errors.md.
+ */
+export class RateLimited extends OAuthError {
+  constructor(retryAfterSeconds: number) {
+    super('temporarily_unavailable', 429, 'too many requests: try again later', {
+      'retry-after': String(retryAfterSeconds),
+    });
+  }
+}
+
 /** RFC 6749 §4.1.2.1. */
 export class UnsupportedResponseType extends OAuthError {
   constructor(description: string) {

@@ -1,5 +1,6 @@
 import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest, LogController } from 'fastify';
-import { InvalidRequest, OAuthError, ServerError, toErrorResponse } from '../errors/oauth-error.ts';
+import { InvalidRequest, OAuthError, RateLimited, ServerError, toErrorResponse } from '../errors/oauth-error.ts';
+import { type LimitedAction, limitRequest } from '../identity/rate-limits.ts';
 import type { OffsetClock } from '../lib/clock.ts';
 import { randomId } from '../lib/crypto.ts';
 import type { ClientAuthInput } from '../oauth/client-auth/authenticate.ts';
@@ -148,12 +149,19 @@ export async function buildApp(opts: AppOptions) {
 
   // Every endpoint first brings keys, revocations and clients up to date with other processes' writes (cheap:
   // a PRAGMA on SQLite; PostgreSQL nodes follow by polling and, later, LISTEN/NOTIFY).
+  /** Per-IP and global request limits (config throttle.*): 429 + Retry-After as an OAuth JSON error. */
+  const limitApi = async (action: LimitedAction, req: FastifyRequest) => {
+    const refused = await limitRequest(ctx, action, meta(req));
+    if (refused) throw new RateLimited(refused.retryAfter);
+  };
   app.post(PATHS.token, async (req, reply) => {
+    await limitApi('token', req);
     await ctx.refresh();
     const res = await tokenEndpoint(ctx, formInput(req), meta(req));
     return reply.headers(tokenHeaders).send(res);
   });
   app.post(PATHS.introspect, async (req, reply) => {
+    await limitApi('introspect', req);
     const res = await introspectionEndpoint(ctx, formInput(req), meta(req));
     return reply.headers(tokenHeaders).send(res);
   });

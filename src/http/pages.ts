@@ -1,6 +1,7 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { InvalidRequest } from '../errors/oauth-error.ts';
 import { withdrawConsent } from '../identity/consent.ts';
+import { limitRequest } from '../identity/rate-limits.ts';
 import {
   ACR_PASSWORD,
   checkCsrf,
@@ -17,7 +18,6 @@ import type { OAuthContext, RequestMeta } from '../oauth/context.ts';
 import { formatUserCode, normaliseUserCode } from '../oauth/device/user-code.ts';
 import { type AuthorizeOutcome, authorizeEndpoint, decideConsent } from '../oauth/endpoints/authorize.ts';
 import {
-  createDeviceThrottle,
   decideDeviceRequest,
   enterUserCode,
   showDeviceRequest,
@@ -225,6 +225,19 @@ export function registerPages(app: FastifyInstance, ctx: OAuthContext, maxTokenL
   app.post('/login', async (req, reply) => {
     const { params: f } = params(req);
     const s = await session(req);
+    const tooMany = (retryAfter: number, username: string, returnTo: string | undefined) => {
+      reply.header('retry-after', String(retryAfter));
+      const error = `Too many sign-in attempts. Try again in ${waitText(retryAfter)}.`;
+      if (!s || !returnTo) return showError(reply, 429, 'too_many_requests', error);
+      return sendPage(
+        reply,
+        429,
+        loginPage({ config: cfg, csrf: csrfToken(s.cookieValue), returnTo, username, error }),
+      );
+    };
+    // Per-IP and global limits on attempts (throttle.login_*), before any work is done for the request.
+    const limited = await limitRequest(ctx, 'login', meta(req));
+    if (limited) return tooMany(limited.retryAfter, '', safeReturnTo(f.return_to));
     if (!s || !checkCsrf(s.cookieValue, f.csrf_token))
       return showError(
         reply,
@@ -236,9 +249,10 @@ export function registerPages(app: FastifyInstance, ctx: OAuthContext, maxTokenL
     if (!returnTo) return showError(reply, 400, 'invalid_request', 'return_to must be a path on this server');
     const username = (f.username ?? '').normalize('NFKC').slice(0, 256);
     const result = await authenticatePassword(ctx, username, f.password ?? '', meta(req));
+    if (!result.ok && result.reason === 'throttled') return tooMany(result.retryAfter ?? 1, username, returnTo);
     const pending = await pendingRequest(ctx, returnTo);
     if (!result.ok)
-      // One message for unknown user, wrong password and disabled account (no account enumeration).
+      // One message for unknown user, wrong password, disabled and locked account (no account enumeration).
       return sendPage(
         reply,
         401,
@@ -381,7 +395,6 @@ function registerDevicePages(
   },
 ): void {
   const cfg = ctx.config;
-  const throttle = createDeviceThrottle(ctx);
   const see = (reply: FastifyReply, location: string) =>
     reply.code(303).header('cache-control', 'no-store').header('location', location).send();
   const toLogin = (reply: FastifyReply, returnTo: string) =>
@@ -424,7 +437,12 @@ function registerDevicePages(
         deviceEntryPage({ config: cfg, csrf: csrfToken(s.cookieValue), username: s.user.username, error }),
       );
     if (!f.user_code?.trim()) return page(400, 'Enter the code shown on your device.');
-    const out = await enterUserCode(ctx, throttle, { session: s, userCode: f.user_code }, meta(req));
+    const limited = await limitRequest(ctx, 'device', meta(req));
+    if (limited) {
+      reply.header('retry-after', String(limited.retryAfter));
+      return page(429, `Too many attempts. Try again in ${waitText(limited.retryAfter)}.`);
+    }
+    const out = await enterUserCode(ctx, { session: s, userCode: f.user_code }, meta(req));
     switch (out.kind) {
       case 'ticket':
         return see(reply, `${PATHS.device}/confirm?${new URLSearchParams({ request_uri: out.requestUri })}`);
@@ -484,6 +502,13 @@ function registerDevicePages(
     if (out.kind === 'gone') return gone(reply);
     return see(reply, `${PATHS.device}?result=${out.approved ? 'approved' : 'denied'}`);
   });
+}
+
+/** "45 seconds", "3 minutes": how long a throttled person should wait. */
+export function waitText(seconds: number): string {
+  if (seconds < 60) return `${seconds} second${seconds === 1 ? '' : 's'}`;
+  const m = Math.ceil(seconds / 60);
+  return `${m} minute${m === 1 ? '' : 's'}`;
 }
 
 /** The client and redirect_uri of the request a sign-in continues, when return_to points at a stored one. */

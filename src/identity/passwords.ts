@@ -1,8 +1,11 @@
 import { hash as argonHash, verify as argonVerify } from '@node-rs/argon2';
+import type { Config } from '../config/schema.ts';
+import { checkNewPassword as checkAgainstPolicy, passwordMinLength } from '../lib/password-policy.ts';
 
 /**
  * argon2id (the @node-rs/argon2 default algorithm) over the NFKC-normalised password, so the same password typed on
- * different keyboards or platforms verifies (NIST SP 800-63B §5.1.1.2 asks for Unicode normalisation).
+ * different keyboards or platforms verifies (NIST SP 800-63B-4 §3.1.1.2 asks for Unicode normalisation). argon2
+ * hashes the whole input: unlike bcrypt there is no 72-byte truncation (test/account-protection.test.ts proves it).
  */
 export function hashPassword(password: string): Promise<string> {
   return argonHash(password.normalize('NFKC'));
@@ -15,17 +18,21 @@ export async function verifyPassword(hash: string, password: string): Promise<bo
 let dummy: Promise<string> | undefined;
 
 /**
- * Spends the time of one verification when there is no user (or no password) to check, so an unknown username
- * answers in about the same time as a wrong password.
+ * Spends the time of one verification when there is no user (or no password) to check, or the account is locked,
+ * so every refusal answers in about the same time as a wrong password.
  */
 export async function burnVerification(password: string): Promise<void> {
   dummy ??= hashPassword('portcullis-timing-equaliser');
   await verifyPassword(await dummy, password);
 }
 
-/** The minimum is deliberately small here; the account-protection issue brings the NIST 800-63B rules. */
-export function checkNewPassword(password: string): string | undefined {
-  if (password.normalize('NFKC').length < 8) return 'the password must be at least 8 characters';
-  if (password.length > 1024) return 'the password must be at most 1024 characters';
-  return undefined;
+/**
+ * The reason a new password for `username` is refused under this configuration (length by mfa.required, the
+ * blocklist, the username and branding.name as context words), or undefined.
+ */
+export function checkNewPassword(config: Pick<Config, 'mfa' | 'branding'>, username: string, password: string) {
+  return checkAgainstPolicy(password, {
+    minLength: passwordMinLength(config.mfa.required),
+    contextWords: [username, config.branding.name],
+  });
 }

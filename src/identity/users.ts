@@ -1,44 +1,81 @@
 import type { Config } from '../config/schema.ts';
 import type { Clock } from '../lib/clock.ts';
 import { randomId } from '../lib/crypto.ts';
+import { addressKey } from '../lib/ip.ts';
 import type { OAuthContext, RequestMeta } from '../oauth/context.ts';
 import { revokeUserGrants } from '../oauth/grant-revocation.ts';
 import type { Storage, UserRecord } from '../storage/ports.ts';
+import { isLocked, recordPasswordFailure } from './account-guard.ts';
 import { burnVerification, checkNewPassword, hashPassword, verifyPassword } from './passwords.ts';
+import { noteRefusal, rule } from './rate-limits.ts';
 
-export type LoginFailure = 'unknown_user' | 'bad_password' | 'disabled';
+export type LoginFailure = 'unknown_user' | 'bad_password' | 'disabled' | 'locked' | 'throttled';
+
+export type LoginResult =
+  | { ok: true; user: UserRecord }
+  | { ok: false; reason: LoginFailure; retryAfter?: number | undefined };
 
 /**
- * Checks a username and password. Every failure costs one argon2 verification (unknown users included) and the
- * caller shows one message for all of them, so the page does not tell which usernames exist. Writes
- * user.login_failed on failure; success is recorded by signIn() as session.created.
+ * Checks a username and password (NIST SP 800-63B-4 §3.1.1.2 verification, §3.2.2 rate limiting):
+ * 1. the address's failed sign-ins (throttle.login_failures_per_ip, across all accounts: password spraying) are
+ *    checked first: over the limit, nothing else is looked at (`throttled`, a 429 for the page);
+ * 2. an account that is locked or must still wait (account-guard.ts) is refused before its password is looked at;
+ * 3. every refusal costs one argon2 verification — unknown users and locked accounts included — and the caller
+ *    shows one message for unknown user, wrong password, disabled and locked, so the page does not tell which
+ *    usernames exist or which are locked; the event (login.failed) tells the operator;
+ * 4. a wrong password counts against the account (and may lock it, account.locked) in the same transaction as
+ *    its login.failed; success resets the account's count, with login.succeeded, in one transaction.
  */
 export async function authenticatePassword(
   ctx: OAuthContext,
   username: string,
   password: string,
   meta: RequestMeta,
-): Promise<{ ok: true; user: UserRecord } | { ok: false; reason: LoginFailure }> {
+): Promise<LoginResult> {
+  const ipRule = rule(ctx.config, 'login_failures_per_ip');
+  const address = addressKey(meta.ip);
+  const ipState = await ctx.limiter.check(address, ipRule);
+  if (!ipState.allowed) {
+    const r = await noteRefusal(ctx, ipRule, 'ip', meta, ipState);
+    return { ok: false, reason: 'throttled', retryAfter: r.retryAfter };
+  }
+  const now = ctx.clock.nowMs();
   const user = username ? await ctx.storage.users.getByUsername(username) : undefined;
+  const guard = user?.password_hash ? await ctx.storage.accountGuard.get(user.id) : undefined;
   let reason: LoginFailure | undefined;
   if (!user?.password_hash) {
     await burnVerification(password);
     reason = 'unknown_user';
+  } else if (isLocked(guard, now)) {
+    await burnVerification(password);
+    reason = 'locked';
   } else if (!(await verifyPassword(user.password_hash, password))) reason = 'bad_password';
   else if (user.disabled) reason = 'disabled';
-  if (reason === undefined && user) return { ok: true, user };
-  await ctx.storage.events.append({
-    type: 'user.login_failed',
-    at: ctx.clock.nowMs(),
-    subject: user?.id ?? null,
-    request_id: meta.requestId,
-    data: {
-      reason: reason ?? 'unknown_user',
-      username: username.slice(0, 100),
-      ip: meta.ip,
-      user_agent: meta.userAgent?.slice(0, 200) ?? null,
-    },
-  });
+
+  const base = { at: now, subject: user?.id ?? null, request_id: meta.requestId };
+  const who = { ip: meta.ip, user_agent: meta.userAgent?.slice(0, 200) ?? null };
+  if (reason === undefined && user) {
+    await ctx.storage.withTransaction(async (tx) => {
+      const hadFailures = guard ? await tx.accountGuard.reset(user.id) : false;
+      await tx.events.append({
+        ...base,
+        type: 'login.succeeded',
+        data: { method: 'pwd', username: user.username, previous_failures: hadFailures ? guard!.failures : 0, ...who },
+      });
+    });
+    return { ok: true, user };
+  }
+  const failed = {
+    ...base,
+    type: 'login.failed' as const,
+    data: { reason: reason ?? 'unknown_user', username: username.slice(0, 100), ...who } as Record<string, unknown>,
+  };
+  if (reason === 'bad_password' && user) await recordPasswordFailure(ctx, user, failed, now);
+  else {
+    if (reason === 'locked') failed.data.locked_until = guard?.locked_until ?? null;
+    await ctx.storage.events.append(failed);
+  }
+  await ctx.limiter.hit(address, ipRule);
   return { ok: false, reason: reason ?? 'unknown_user' };
 }
 
@@ -61,7 +98,7 @@ export async function addUser(
   if (await a.storage.users.getByUsername(username)) throw new Error(`user ${username} already exists`);
   let hash: string | null = null;
   if (input.password !== undefined) {
-    const problem = checkNewPassword(input.password);
+    const problem = checkNewPassword(a.config, username, input.password);
     if (problem) throw new Error(problem);
     hash = await hashPassword(input.password);
   }
@@ -153,19 +190,19 @@ export async function enableUser(a: UserAdmin, username: string): Promise<UserRe
 
 /** Sets a new password. Existing sessions stay (the account-protection issue decides otherwise for resets). */
 export async function setPassword(a: UserAdmin, username: string, password: string): Promise<void> {
-  const problem = checkNewPassword(password);
-  if (problem) throw new Error(problem);
   const u = await mustGet(a, username);
+  const problem = checkNewPassword(a.config, u.username, password);
+  if (problem) throw new Error(problem);
   const hash = await hashPassword(password);
   const now = a.clock.nowMs();
   await a.storage.withTransaction(async (tx) => {
     await tx.users.upsert({ ...u, password_hash: hash, source: 'cli', updated_at: now });
     await tx.events.append({
-      type: 'user.password_changed',
+      type: 'password.changed',
       at: now,
       subject: u.id,
       actor: 'cli',
-      data: { username: u.username },
+      data: { username: u.username, by: 'cli' },
     });
   });
 }

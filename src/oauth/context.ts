@@ -3,6 +3,7 @@ import type { Config } from '../config/schema.ts';
 import type { SecurityEvent } from '../events/catalogue.ts';
 import type { KeyManager } from '../keys/manager.ts';
 import type { Clock } from '../lib/clock.ts';
+import type { Limiter } from '../lib/rate-limiter.ts';
 import type { GroupCommitter } from '../storage/group-commit.ts';
 import type { ClientRecord, Storage } from '../storage/ports.ts';
 import type { RevocationSet } from './revocation-set.ts';
@@ -24,6 +25,8 @@ export interface OAuthContext {
   events: GroupCommitter;
   clients: ClientRegistry;
   metrics: OAuthMetrics;
+  /** Rate-limit counters: in process, or in Redis when redis.url is set (identity/rate-limits.ts). */
+  limiter: Limiter;
   log: Logger;
   /** Brings in-memory state (keys, revocations, clients) up to date with writes from other processes. */
   refresh(opts?: { force?: boolean }): Promise<void>;

@@ -249,6 +249,25 @@ export interface UserStore {
   upsert(user: UserRecord): Promise<void>;
 }
 
+/** Consecutive failed sign-ins of one account and its lock (identity/account-guard.ts). */
+export interface AccountGuardRecord {
+  user_id: string;
+  /** Consecutive wrong passwords since the last successful sign-in (or unlock). */
+  failures: number;
+  last_failure_at: number;
+  /** No password is checked before this instant (ms); null when not locked. */
+  locked_until: number | null;
+}
+
+export interface AccountGuardStore {
+  get(userId: string): Promise<AccountGuardRecord | undefined>;
+  /** Atomically adds one failure (concurrent nodes each count theirs) and returns the new count. */
+  recordFailure(userId: string, now: number): Promise<number>;
+  lock(userId: string, until: number): Promise<void>;
+  /** Forgets the failures and any lock; true when there was something to forget. */
+  reset(userId: string): Promise<boolean>;
+}
+
 export interface SessionStore {
   insert(s: SessionRecord): Promise<void>;
   /** The session by id hash, ended or not (callers check ended_at, expires_at and the idle timeout). */
@@ -371,6 +390,7 @@ export interface MetaStore {
 export interface Stores {
   clients: ClientStore;
   users: UserStore;
+  accountGuard: AccountGuardStore;
   keys: KeyStore;
   revocations: RevocationStore;
   replay: ReplayStore;

@@ -1,7 +1,8 @@
+import { noteRefusal } from '../../identity/rate-limits.ts';
 import type { LoadedSession } from '../../identity/sessions.ts';
 import { sha256Hex } from '../../lib/crypto.ts';
-import { FailureWindow } from '../../lib/failure-window.ts';
 import { addressKey } from '../../lib/ip.ts';
+import type { RateRule } from '../../lib/rate-limiter.ts';
 import type { AuthorizationRequestRecord, ClientRecord, DeviceCodeRecord } from '../../storage/ports.ts';
 import { REQUEST_URI_PREFIX, storeAuthorizationRequest } from '../authorization/request.ts';
 import type { OAuthContext, RequestMeta } from '../context.ts';
@@ -19,15 +20,17 @@ import { formatUserCode, normaliseUserCode } from '../device/user-code.ts';
  * Nothing here approves by itself: approval is always a POST of the form shown in step 2.
  */
 
-/** Wrong-code counters. In memory on each node (see FailureWindow); the fake clock moves their window in tests. */
-export interface DeviceThrottle {
-  bySession: FailureWindow;
-  byAddress: FailureWindow;
-}
-
-export function createDeviceThrottle(ctx: OAuthContext): DeviceThrottle {
-  const window = ctx.config.device.failure_window;
-  return { bySession: new FailureWindow(ctx.clock, window), byAddress: new FailureWindow(ctx.clock, window) };
+/**
+ * Wrong-code limits, counted by the shared limiter (lib/rate-limiter.ts: in process, or Redis with several nodes):
+ * per sign-in session and per IP address (IPv6 by /64), each a burst of max_failures_* refilled over
+ * failure_window.
+ */
+function deviceRules(ctx: OAuthContext): { bySession: RateRule; byAddress: RateRule } {
+  const d = ctx.config.device;
+  return {
+    bySession: { name: 'device_failures_per_session', limit: d.max_failures_per_session, window: d.failure_window },
+    byAddress: { name: 'device_failures_per_ip', limit: d.max_failures_per_ip, window: d.failure_window },
+  };
 }
 
 export type VerificationFailure = 'malformed' | 'unknown' | 'expired' | 'already_decided' | 'throttled';
@@ -70,24 +73,21 @@ async function recordFailure(
 
 export async function enterUserCode(
   ctx: OAuthContext,
-  throttle: DeviceThrottle,
   input: { session: SignedIn; userCode: string | undefined },
   meta: RequestMeta,
 ): Promise<EnterOutcome> {
   const { session } = input;
-  const cfg = ctx.config.device;
+  const rules = deviceRules(ctx);
   const address = addressKey(meta.ip);
   // Over either limit, even a right code is refused: otherwise the limit would only slow guessing down, and a
   // guesser would still learn when one hits.
-  if (
-    throttle.bySession.count(session.sid) >= cfg.max_failures_per_session ||
-    throttle.byAddress.count(address) >= cfg.max_failures_per_ip
-  ) {
+  const bySession = await ctx.limiter.check(session.sid, rules.bySession);
+  const byAddress = await ctx.limiter.check(address, rules.byAddress);
+  if (!bySession.allowed || !byAddress.allowed) {
     await recordFailure(ctx, session, 'throttled', undefined, meta);
-    return {
-      kind: 'throttled',
-      retryAfter: Math.max(throttle.bySession.retryAfter(session.sid), throttle.byAddress.retryAfter(address)),
-    };
+    if (!bySession.allowed) await noteRefusal(ctx, rules.bySession, 'session', meta, bySession, session.sid);
+    if (!byAddress.allowed) await noteRefusal(ctx, rules.byAddress, 'ip', meta, byAddress);
+    return { kind: 'throttled', retryAfter: Math.max(bySession.retryAfter, byAddress.retryAfter) };
   }
   const code = normaliseUserCode(input.userCode);
   const now = ctx.clock.nowMs();
@@ -100,8 +100,8 @@ export async function enterUserCode(
   const client = device && !reason ? await ctx.clients.get(device.client_id) : undefined;
   if (!reason && (!client || client.disabled)) reason = 'unknown';
   if (reason) {
-    throttle.bySession.record(session.sid);
-    throttle.byAddress.record(address);
+    await ctx.limiter.hit(session.sid, rules.bySession);
+    await ctx.limiter.hit(address, rules.byAddress);
     await recordFailure(ctx, session, reason, device, meta);
     return { kind: 'invalid', reason };
   }

@@ -292,5 +292,19 @@ export function migrations(dialect: 'sqlite' | 'postgres'): Record<string, Migra
         await db.schema.createIndex('device_codes_expires_at').on('device_codes').column('expires_at').execute();
       },
     },
+    '0005_account_guard': {
+      // Issue 4: consecutive failed sign-ins per account and the lock they lead to (NIST SP 800-63B-4 §3.2.2). A
+      // table of its own, not columns of users: users carries the control_version triggers, and a failed login must
+      // not make every node reload its keys and clients.
+      async up(db: Kysely<unknown>) {
+        await db.schema
+          .createTable('account_guard')
+          .addColumn('user_id', 'text', (c) => c.primaryKey())
+          .addColumn('failures', 'integer', (c) => c.notNull())
+          .addColumn('last_failure_at', bigint, (c) => c.notNull())
+          .addColumn('locked_until', bigint)
+          .execute();
+      },
+    },
   };
 }

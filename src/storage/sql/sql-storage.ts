@@ -1,11 +1,13 @@
 import { mkdirSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import Database from 'better-sqlite3';
-import { Kysely, PostgresDialect, SqliteDialect, type Transaction } from 'kysely';
+import { Kysely, PostgresDialect, SqliteDialect, sql, type Transaction } from 'kysely';
 import { Migrator } from 'kysely/migration';
 import pg from 'pg';
 import type { SecurityEvent, StoredEvent } from '../../events/catalogue.ts';
 import type {
+  AccountGuardRecord,
+  AccountGuardStore,
   AuthorizationCodeRecord,
   AuthorizationCodeStore,
   AuthorizationRequestRecord,
@@ -88,6 +90,15 @@ function toRevocation(r: { id: unknown } & Omit<DB['revocations'], 'id'>): Revoc
 
 function toUser(r: DB['users']): UserRecord {
   return { ...r, disabled: !!r.disabled, created_at: num(r.created_at), updated_at: num(r.updated_at) };
+}
+
+function toGuard(r: DB['account_guard']): AccountGuardRecord {
+  return {
+    user_id: r.user_id,
+    failures: Number(r.failures),
+    last_failure_at: num(r.last_failure_at),
+    locked_until: numOrNull(r.locked_until),
+  };
 }
 
 function toSession(r: DB['sessions']): SessionRecord {
@@ -240,6 +251,31 @@ function bindStores(q: Q): Stores {
         .values(row)
         .onConflict((oc) => oc.column('id').doUpdateSet(update))
         .execute();
+    },
+  };
+  const accountGuard: AccountGuardStore = {
+    async get(userId) {
+      const r = await q.selectFrom('account_guard').selectAll().where('user_id', '=', userId).executeTakeFirst();
+      return r ? toGuard(r) : undefined;
+    },
+    async recordFailure(userId, now) {
+      // One statement, so concurrent failures on several nodes each add one.
+      const r = await q
+        .insertInto('account_guard')
+        .values({ user_id: userId, failures: 1, last_failure_at: now, locked_until: null })
+        .onConflict((oc) =>
+          oc.column('user_id').doUpdateSet({ failures: sql`account_guard.failures + 1`, last_failure_at: now }),
+        )
+        .returning('failures')
+        .executeTakeFirstOrThrow();
+      return Number(r.failures);
+    },
+    async lock(userId, until) {
+      await q.updateTable('account_guard').set({ locked_until: until }).where('user_id', '=', userId).execute();
+    },
+    async reset(userId) {
+      const r = await q.deleteFrom('account_guard').where('user_id', '=', userId).executeTakeFirst();
+      return Number(r.numDeletedRows) > 0;
     },
   };
   const keys: KeyStore = {
@@ -670,6 +706,7 @@ function bindStores(q: Q): Stores {
   return {
     clients,
     users,
+    accountGuard,
     keys,
     revocations,
     replay,
@@ -691,6 +728,7 @@ class SqlStorage implements Storage {
   private readonly sqlite: Database.Database | undefined;
   clients: ClientStore;
   users: UserStore;
+  accountGuard: AccountGuardStore;
   keys: KeyStore;
   revocations: RevocationStore;
   replay: ReplayStore;
@@ -714,6 +752,7 @@ class SqlStorage implements Storage {
     const s = bindStores(db);
     this.clients = s.clients;
     this.users = s.users;
+    this.accountGuard = s.accountGuard;
     this.keys = s.keys;
     this.revocations = s.revocations;
     this.replay = s.replay;

@@ -33,6 +33,12 @@ export interface DB {
     created_at: number;
     updated_at: number;
   };
+  account_guard: {
+    user_id: string;
+    failures: number;
+    last_failure_at: number;
+    locked_until: number | null;
+  };
   signing_keys: {
     kid: string;
     alg: string;
