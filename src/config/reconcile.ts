@@ -87,7 +87,10 @@ export async function reconcileConfig(
           (['logo_uri', 'client_uri', 'policy_uri', 'tos_uri'] as const)
             .filter((k) => c[k] !== undefined)
             .map((k) => [k, c[k]] as [string, unknown])
-            .concat([['refresh_token_requires_offline_access', c.refresh_token_requires_offline_access]]),
+            .concat([
+              ['refresh_token_requires_offline_access', c.refresh_token_requires_offline_access],
+              ['require_mfa', c.require_mfa],
+            ]),
         ),
         source: 'config',
         created_at: prev?.created_at ?? now,
