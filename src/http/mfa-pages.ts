@@ -21,7 +21,7 @@ import {
 } from '../identity/mfa.ts';
 import { checkCsrf, csrfToken, type LoadedSession, signIn } from '../identity/sessions.ts';
 import type { OAuthContext } from '../oauth/context.ts';
-import { cookieHeader, meta, safeReturnTo, sendPage } from './pages.ts';
+import { cookieHeader, formTarget, meta, pendingRequest, safeReturnTo, sendPage } from './pages.ts';
 import { mfaPage, recoveryCodesPage, securityPage, totpEnrolPage } from './views/pages.ts';
 
 type SignedIn = LoadedSession & { user: NonNullable<LoadedSession['user']> };
@@ -75,6 +75,12 @@ export function registerMfaPages(
     return see(reply, next);
   };
   const returnOf = (v: string | undefined) => (v ? safeReturnTo(v) : undefined);
+  /**
+   * Where a form's redirect chain may end: passing the factor continues to /authorize, which may answer straight
+   * to the client's redirect_uri (Chromium checks form-action on every redirect of a form submission).
+   */
+  const targets = async (returnTo: string | undefined) =>
+    returnTo ? [formTarget((await pendingRequest(ctx, returnTo))?.redirectUri)] : [];
 
   // ------------------------------------------------------------------------------------------------------------
   // The factor step.
@@ -103,7 +109,7 @@ export function registerMfaPages(
         recoveryCodes: st.recoveryCodes,
         error,
       }),
-      [],
+      await targets(returnTo),
       { script: !!options },
     );
   };
@@ -194,7 +200,7 @@ export function registerMfaPages(
         message: q.done ? messages[q.done] : undefined,
         required: !!q.required && acrLevel(s.record.acr) < Number(q.required),
       }),
-      [],
+      await targets(returnTo),
       { script: true },
     );
   });
@@ -225,7 +231,7 @@ export function registerMfaPages(
         secret,
         error,
       }),
-      [],
+      await targets(returnTo),
       { dataImages: true },
     );
   };

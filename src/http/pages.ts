@@ -78,7 +78,7 @@ function readCookie(req: FastifyRequest, name: string): string | undefined {
 }
 
 /** A CSP form-action source for where a form's redirect chain may end (Chromium checks form-action on redirects). */
-function formTarget(uri: string | undefined): string | undefined {
+export function formTarget(uri: string | undefined): string | undefined {
   if (!uri) return undefined;
   try {
     const u = new URL(uri);
@@ -535,7 +535,7 @@ function registerDevicePages(
 }
 
 /** The client and redirect_uri of the request a sign-in continues, when return_to points at a stored one. */
-async function pendingRequest(
+export async function pendingRequest(
   ctx: OAuthContext,
   returnTo: string,
 ): Promise<
