@@ -4,9 +4,11 @@
  * scopes), every path to a token (authorize, consent, device), acr/amr/auth_time in the tokens, reset-mfa, and the
  * mfa.* events. The real-browser passkey test is in browser-passkey.test.ts.
  */
+import { writeFileSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { stringify as toYaml } from 'yaml';
 import { Browser, formFields, queryOf, type Res, unescapeHtml } from './helpers/browser.ts';
-import { readEvents } from './helpers/db.ts';
+import { query, readEvents } from './helpers/db.ts';
 import { claimsOf, postForm } from './helpers/oauth.ts';
 import { type RunningServer, startServer } from './helpers/server.ts';
 import { ALICE, approve, authorizeUrl, BOB, signInConfig, WEB_CB } from './helpers/signin.ts';
@@ -206,6 +208,36 @@ describe('MFA with the default policy (enrolled users use their factor)', () => 
     expect(queryOf(r.location).code).toBeUndefined();
   });
 
+  it('the account page needs the second factor once the user has one; factor forms need the CSRF token', async () => {
+    const b = new Browser(server.url);
+    await password(b, await b.get('/account/security'), DAVE);
+    // Skipping the factor step: the account page and its forms send the session back to it.
+    const page = await b.get('/account/security');
+    expect(page.status).toBe(303);
+    expect(page.location).toMatch(/^\/mfa\?return_to=%2Faccount%2Fsecurity/);
+    const mfa = await b.follow(page);
+    const csrf = formFields(mfa.body, '/mfa/totp').csrf_token!;
+    const remove = await b.post('/account/security/totp/remove', { csrf_token: csrf });
+    expect(remove.status).toBe(303);
+    expect(remove.location).toMatch(/^\/mfa\?/);
+    const setup = await b.get('/account/security/totp');
+    expect(setup.location).toMatch(/^\/mfa\?/);
+    // Without the session's CSRF token a factor form is refused before anything is checked.
+    const noCsrf = await b.post('/mfa/totp', { code: '000000', return_to: '/account/security' });
+    expect(noCsrf.status).toBe(403);
+    const rows = await query<{ secret_enc: string }>(server, 'SELECT secret_enc FROM mfa_totp');
+    expect(rows.length).toBeGreaterThan(0);
+  });
+
+  it('TOTP secrets are stored encrypted under the KEK, never in the clear', async () => {
+    const rows = await query<{ secret_enc: string }>(server, 'SELECT secret_enc FROM mfa_totp');
+    expect(rows.length).toBeGreaterThanOrEqual(3);
+    for (const r of rows) {
+      expect(r.secret_enc).toMatch(/^v1\./);
+      for (const secret of [ALICE_SECRET, CAROL_SECRET, DAVE_SECRET]) expect(r.secret_enc).not.toContain(secret);
+    }
+  });
+
   it('users without a factor sign in with a password (policy does not ask); per-client require_mfa does', async () => {
     const b = new Browser(server.url);
     const { url, verifier } = authorizeUrl();
@@ -384,5 +416,42 @@ describe('mfa.required: enrolment on the account page, recovery codes, device fl
     expect(r.status).toBe(303);
     const removed = await readEvents(server, "WHERE type = 'mfa.removed'");
     expect(removed.at(-1)).toMatchObject({ actor: null, data: { factor: 'totp', username: 'dave' } });
+  });
+});
+
+describe('policy tightened while a device request waits for approval', () => {
+  let server: RunningServer;
+  beforeAll(async () => {
+    server = await startServer(baseConfig({}));
+  });
+  afterAll(async () => server?.close());
+
+  it('approving re-checks the factor policy: a password-only session cannot approve once the client requires MFA', async () => {
+    const da = await postForm(`${server.url}/device_authorization`, { client_id: 'tv', scope: 'openid orders:read' });
+    expect(da.status, da.text).toBe(200);
+    const b = new Browser(server.url);
+    await password(b, await b.get('/device'), BOB);
+    const entry = await b.get('/device');
+    const ticket = await b.post('/device', {
+      ...formFields(entry.body, '/device'),
+      user_code: String(da.json!.user_code),
+    });
+    expect(ticket.location).toMatch(/^\/device\/confirm\?/);
+    const confirm = await b.get(ticket.location!);
+    const fields = formFields(confirm.body, '/device/confirm');
+    // The administrator now requires MFA for this client (configuration change and restart).
+    const clients = server.config.clients as Array<Record<string, unknown>>;
+    clients.find((c) => c.client_id === 'tv')!.require_mfa = true;
+    writeFileSync(server.configPath, toYaml(server.config));
+    await server.restart();
+    const r = await b.post('/device/confirm', { ...fields, decision: 'approve' });
+    expect(r.status).toBe(303);
+    expect(r.location).toMatch(/^\/account\/security\?return_to=%2Fdevice/);
+    const poll = await postForm(`${server.url}/token`, {
+      grant_type: 'urn:ietf:params:oauth:grant-type:device_code',
+      client_id: 'tv',
+      device_code: String(da.json!.device_code),
+    });
+    expect(poll.json!.error).toBe('authorization_pending');
   });
 });
