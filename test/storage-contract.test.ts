@@ -782,7 +782,7 @@ describe.each(backends)('storage contract: %s', (name, make, available) => {
       const cred = (id: string, user = 'u-wa') => ({
         id,
         user_id: user,
-        public_key: 'pk-' + id,
+        public_key: `pk-${id}`,
         counter: 0,
         transports: ['internal', 'hybrid'],
         name: `key ${id}`,
