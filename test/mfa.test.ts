@@ -419,10 +419,12 @@ describe('mfa.required: enrolment on the account page, recovery codes, device fl
   });
 });
 
-describe('policy tightened while a device request waits for approval', () => {
+describe('policy tightened after a grant was made or while a device request waits', () => {
   let server: RunningServer;
   beforeAll(async () => {
-    server = await startServer(baseConfig({}));
+    const config = baseConfig({});
+    (config.clients as Array<Record<string, unknown>>)[0]!.scope = 'openid offline_access orders:read';
+    server = await startServer(config);
   });
   afterAll(async () => server?.close());
 
@@ -439,9 +441,19 @@ describe('policy tightened while a device request waits for approval', () => {
     expect(ticket.location).toMatch(/^\/device\/confirm\?/);
     const confirm = await b.get(ticket.location!);
     const fields = formFields(confirm.body, '/device/confirm');
-    // The administrator now requires MFA for this client (configuration change and restart).
+    // A password-only grant with a refresh token, and a code not yet redeemed.
+    const first = authorizeUrl({ scope: 'openid offline_access orders:read' });
+    const q1 = queryOf((await approve(b, await b.follow(await b.get(first.url)))).location);
+    const refreshToken = ((await token(server, q1.code!, first.verifier)) as unknown as { refresh_token: string })
+      .refresh_token;
+    expect(refreshToken).toBeDefined();
+    const second = authorizeUrl({ scope: 'openid offline_access orders:read' });
+    const q2 = queryOf((await b.get(second.url)).location);
+    expect(q2.code).toBeDefined();
+    // The administrator now requires MFA (configuration change and restart).
     const clients = server.config.clients as Array<Record<string, unknown>>;
     clients.find((c) => c.client_id === 'tv')!.require_mfa = true;
+    server.config.mfa = { ...(server.config.mfa as object), required: true };
     writeFileSync(server.configPath, toYaml(server.config));
     await server.restart();
     const r = await b.post('/device/confirm', { ...fields, decision: 'approve' });
@@ -453,5 +465,21 @@ describe('policy tightened while a device request waits for approval', () => {
       device_code: String(da.json!.device_code),
     });
     expect(poll.json!.error).toBe('authorization_pending');
+    // Neither the old grant's refresh token nor the outstanding code yields a token any more.
+    const refreshed = await postForm(`${server.url}/token`, {
+      grant_type: 'refresh_token',
+      client_id: 'web',
+      refresh_token: refreshToken,
+    });
+    expect(refreshed.status).toBe(400);
+    expect(refreshed.json!.error).toBe('invalid_grant');
+    const late = await postForm(`${server.url}/token`, {
+      grant_type: 'authorization_code',
+      client_id: 'web',
+      code: q2.code!,
+      code_verifier: second.verifier,
+      redirect_uri: WEB_CB,
+    });
+    expect(late.json!.error).toBe('invalid_grant');
   });
 });
