@@ -43,6 +43,7 @@ export function createLogger(config: Pick<Config, 'log'>): Logger {
         '*.refresh_token',
         '*.token',
         '*.client_assertion',
+        '*.totp_secret',
         'client_secret',
         'password',
         'access_token',

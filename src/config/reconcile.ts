@@ -169,7 +169,7 @@ export async function reconcileConfig(
 /** A fingerprint of the effective configuration with secrets removed (so the event can be shown to auditors). */
 export function configFingerprint(config: Config): string {
   const redacted = JSON.stringify(config, (k, v) =>
-    k === 'client_secret' || k === 'password' ? sha256Hex(String(v)).slice(0, 12) : v,
+    k === 'client_secret' || k === 'password' || k === 'totp_secret' ? sha256Hex(String(v)).slice(0, 12) : v,
   );
   return sha256Hex(redacted);
 }
