@@ -64,6 +64,7 @@ describe('passkey registration', () => {
     const tries: Array<[string, Parameters<SoftAuthenticator['register']>[1]]> = [
       ['no user verification', { userVerified: false }],
       ['other origin', { origin: 'https://evil.example' }],
+      ['other relying party ID', { rpId: 'evil.example' }],
       ['other challenge', { challenge: 'AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA' }],
     ];
     for (const [what, knobs] of tries) {
@@ -109,10 +110,11 @@ describe('passkey at the second step', () => {
     expect(replay.status).toBe(401);
   });
 
-  it('refuses no user verification, another origin, and a counter that did not grow (cloned authenticator)', async () => {
+  it('refuses no user verification, another origin or RP ID, and a counter that did not grow (cloned authenticator)', async () => {
     const cases: Array<[string, Parameters<SoftAuthenticator['assert']>[1]]> = [
       ['no user verification', { userVerified: false }],
       ['other origin', { origin: 'https://evil.example' }],
+      ['other relying party ID', { rpId: 'evil.example' }],
       ['counter did not grow', { counter: aliceKey.counter }],
     ];
     for (const [what, knobs] of cases) {
@@ -124,7 +126,7 @@ describe('passkey at the second step', () => {
     const { b, page } = await factorStep();
     expect((await post(b, page, aliceKey.assert(pageOptions(page.body)))).status).toBe(303);
     const failed = await readEvents(server, "WHERE type = 'mfa.failed'");
-    expect(failed.filter((e) => e.data.factor === 'passkey' && e.data.reason === 'invalid_response').length).toBe(4);
+    expect(failed.filter((e) => e.data.factor === 'passkey' && e.data.reason === 'invalid_response').length).toBe(5);
   });
 
   it("refuses another user's passkey", async () => {

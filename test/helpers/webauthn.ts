@@ -45,6 +45,8 @@ export interface Knobs {
   origin?: string;
   /** Override the challenge echoed in clientDataJSON. */
   challenge?: string;
+  /** Sign for another relying party ID (authenticator data's rpIdHash). */
+  rpId?: string;
 }
 
 export class SoftAuthenticator {
@@ -73,10 +75,10 @@ export class SoftAuthenticator {
     );
   }
 
-  private authData(flags: number, counter: number, attested: boolean): Buffer {
+  private authData(flags: number, counter: number, attested: boolean, rpId = this.rpId): Buffer {
     const c = Buffer.alloc(4);
     c.writeUInt32BE(counter);
-    const parts: Buffer[] = [sha256(this.rpId), Buffer.from([flags]), c];
+    const parts: Buffer[] = [sha256(rpId), Buffer.from([flags]), c];
     if (attested) {
       const len = Buffer.alloc(2);
       len.writeUInt16BE(this.credentialId.length);
@@ -96,7 +98,7 @@ export class SoftAuthenticator {
       }),
     );
     const flags = UP | AT | (k.userVerified === false ? 0 : UV);
-    const attestation = cbor({ fmt: 'none', attStmt: {}, authData: this.authData(flags, this.counter, true) });
+    const attestation = cbor({ fmt: 'none', attStmt: {}, authData: this.authData(flags, this.counter, true, k.rpId) });
     return JSON.stringify({
       id: b64u(this.credentialId),
       rawId: b64u(this.credentialId),
@@ -118,7 +120,7 @@ export class SoftAuthenticator {
         crossOrigin: false,
       }),
     );
-    const authData = this.authData(UP | (k.userVerified === false ? 0 : UV), counter, false);
+    const authData = this.authData(UP | (k.userVerified === false ? 0 : UV), counter, false, k.rpId);
     const signature = sign('sha256', Buffer.concat([authData, sha256(clientData)]), this.key);
     return JSON.stringify({
       id: b64u(this.credentialId),
