@@ -16,6 +16,7 @@ import {
 } from './config/starter.ts';
 import { buildApp } from './http/app.ts';
 import { createMetrics } from './http/metrics.ts';
+import { seedTotpSecrets } from './identity/mfa.ts';
 import { addUser, setPassword } from './identity/users.ts';
 import { loadKek } from './keys/kek.ts';
 import { KeyManager, type KeyPolicy } from './keys/manager.ts';
@@ -44,6 +45,7 @@ export function createLogger(config: Pick<Config, 'log'>): Logger {
         '*.refresh_token',
         '*.token',
         '*.client_assertion',
+        '*.totp_secret',
         'client_secret',
         'password',
         'access_token',
@@ -181,6 +183,8 @@ export async function startServer(config: Config, opts: { demo: boolean; log?: L
   const { storage } = await openMigrated(config, clock);
   const reconciled = await reconcileConfig(storage, config, clock, configFingerprint(config));
   for (const c of reconciled.changes) log.info({ change: c }, 'configuration applied');
+  const seeded = await seedTotpSecrets(storage, config, kek, clock);
+  if (seeded) log.info({ users: seeded }, 'TOTP secrets seeded from the configuration');
   let demoClient: DemoCredentials | undefined;
   if (opts.demo)
     demoClient = await ensureDemoClient(
@@ -214,6 +218,7 @@ export async function startServer(config: Config, opts: { demo: boolean; log?: L
     clock,
     storage,
     keys,
+    kek,
     revocations,
     events,
     clients,

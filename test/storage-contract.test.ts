@@ -776,6 +776,117 @@ describe.each(backends)('storage contract: %s', (name, make, available) => {
       expect(await s.accountGuard.get('u-guard')).toBeUndefined();
     });
 
+    it('mfa: TOTP factor round-trips; useTotpStep accepts only a later step, once among concurrent callers', async () => {
+      await s.mfa.putTotp({
+        user_id: 'u-mfa',
+        secret_enc: 'v1.enc',
+        confirmed: false,
+        last_step: 100,
+        created_at: T0,
+        confirmed_at: null,
+        last_used_at: null,
+      });
+      expect(await s.mfa.getTotp('u-mfa')).toMatchObject({ confirmed: false, last_step: 100, created_at: T0 });
+      expect(await s.mfa.useTotpStep('u-mfa', 100, T0)).toBe(false);
+      const other = openStorage(backend.url);
+      try {
+        const results = await Promise.all(
+          Array.from({ length: 10 }, (_, i) => (i % 2 ? other : s).mfa.useTotpStep('u-mfa', 101, T0 + 1)),
+        );
+        expect(results.filter(Boolean)).toHaveLength(1);
+      } finally {
+        await other.close();
+      }
+      expect(await s.mfa.getTotp('u-mfa')).toMatchObject({ confirmed: true, last_step: 101, last_used_at: T0 + 1 });
+      expect(await s.mfa.useTotpStep('u-mfa', 99, T0)).toBe(false);
+      expect(await s.mfa.useTotpStep('nobody', 500, T0)).toBe(false);
+      expect(await s.mfa.deleteTotp('u-mfa')).toBe(true);
+      expect(await s.mfa.deleteTotp('u-mfa')).toBe(false);
+      expect(await s.mfa.getTotp('u-mfa')).toBeUndefined();
+    });
+
+    it('mfa: WebAuthn credentials (several per user, counter update, removal by owner only)', async () => {
+      const cred = (id: string, user = 'u-wa') => ({
+        id,
+        user_id: user,
+        public_key: `pk-${id}`,
+        counter: 0,
+        transports: ['internal', 'hybrid'],
+        name: `key ${id}`,
+        created_at: T0,
+        last_used_at: null,
+      });
+      await s.mfa.addCredential(cred('c1'));
+      await s.mfa.addCredential(cred('c2'));
+      await s.mfa.addCredential(cred('c3', 'u-other'));
+      await expect(s.mfa.addCredential(cred('c1'))).rejects.toThrow();
+      expect((await s.mfa.listCredentials('u-wa')).map((c) => c.id)).toEqual(['c1', 'c2']);
+      await s.mfa.useCredential('c1', 7, T0 + 5);
+      expect(await s.mfa.getCredential('c1')).toEqual({ ...cred('c1'), counter: 7, last_used_at: T0 + 5 });
+      expect(await s.mfa.deleteCredential('u-wa', 'c3')).toBe(false);
+      expect(await s.mfa.deleteCredential('u-wa', 'c2')).toBe(true);
+      expect((await s.mfa.listCredentials('u-wa')).map((c) => c.id)).toEqual(['c1']);
+    });
+
+    it('mfa: recovery codes are single use (concurrently too) and a new set replaces the old', async () => {
+      await s.mfa.replaceRecoveryCodes('u-rc', ['h1', 'h2', 'h3'], T0);
+      expect(await s.mfa.countRecoveryCodes('u-rc')).toBe(3);
+      const results = await Promise.all(Array.from({ length: 10 }, () => s.mfa.useRecoveryCode('u-rc', 'h1', T0)));
+      expect(results.filter(Boolean)).toHaveLength(1);
+      expect(await s.mfa.useRecoveryCode('u-rc', 'h1', T0)).toBe(false);
+      expect(await s.mfa.useRecoveryCode('u-other', 'h2', T0)).toBe(false);
+      expect(await s.mfa.countRecoveryCodes('u-rc')).toBe(2);
+      await s.mfa.replaceRecoveryCodes('u-rc', ['h4'], T0);
+      expect(await s.mfa.useRecoveryCode('u-rc', 'h2', T0)).toBe(false);
+      expect(await s.mfa.countRecoveryCodes('u-rc')).toBe(1);
+      expect(await s.mfa.deleteRecoveryCodes('u-rc')).toBe(1);
+    });
+
+    it('mfa: failures count per user within the window, lock, reset; challenges are taken once', async () => {
+      expect(await s.mfa.addFailure('u-f', T0, 60_000)).toBe(1);
+      const counts = await Promise.all(Array.from({ length: 5 }, () => s.mfa.addFailure('u-f', T0 + 1, 60_000)));
+      expect(counts.sort()).toEqual([2, 3, 4, 5, 6]);
+      // A failure after the window starts a new count.
+      expect(await s.mfa.addFailure('u-f', T0 + 61_000, 60_000)).toBe(1);
+      await s.mfa.lock('u-f', T0 + 600_000, T0 + 61_000);
+      expect(await s.mfa.getFailures('u-f')).toEqual({
+        user_id: 'u-f',
+        failures: 0,
+        window_start: T0 + 61_000,
+        locked_until: T0 + 600_000,
+      });
+      await s.mfa.resetFailures('u-f');
+      expect(await s.mfa.getFailures('u-f')).toBeUndefined();
+
+      await s.mfa.putChallenge('sid:register', 'old', T0 + 1000);
+      await s.mfa.putChallenge('sid:register', 'new', T0 + 1000);
+      expect(await s.mfa.takeChallenge('sid:register', T0)).toBe('new');
+      expect(await s.mfa.takeChallenge('sid:register', T0)).toBeUndefined();
+      await s.mfa.putChallenge('sid:old', 'x', T0 + 1000);
+      expect(await s.mfa.takeChallenge('sid:old', T0 + 2000)).toBeUndefined();
+    });
+
+    it('mfa writes roll back with the transaction', async () => {
+      await expect(
+        s.withTransaction(async (tx) => {
+          await tx.mfa.replaceRecoveryCodes('u-mrb', ['h'], T0);
+          await tx.mfa.addCredential({
+            id: 'c-rb',
+            user_id: 'u-mrb',
+            public_key: 'pk',
+            counter: 0,
+            transports: [],
+            name: 'k',
+            created_at: T0,
+            last_used_at: null,
+          });
+          throw new Error('rollback');
+        }),
+      ).rejects.toThrow('rollback');
+      expect(await s.mfa.countRecoveryCodes('u-mrb')).toBe(0);
+      expect(await s.mfa.getCredential('c-rb')).toBeUndefined();
+    });
+
     it('meta: get/set overwrite', async () => {
       expect(await s.meta.get('missing')).toBeUndefined();
       await s.meta.set('k', 'v1');

@@ -4,6 +4,7 @@ import { Command, Option } from 'commander';
 import { starterConfig } from '../config/starter.ts';
 import { ConfigError } from '../errors/oauth-error.ts';
 import { unlockUser } from '../identity/account-guard.ts';
+import { resetMfa } from '../identity/mfa.ts';
 import { addUser, disableUser, enableUser, setPassword, type UserAdmin } from '../identity/users.ts';
 import { loadKek } from '../keys/kek.ts';
 import { isPublished, KeyManager } from '../keys/manager.ts';
@@ -358,6 +359,25 @@ export async function runCli(argv: string[]): Promise<void> {
         await withStorage(o.config, async (s) => {
           await setPassword(admin(s), username, password);
           process.stdout.write(`password set for ${username}\n`);
+        });
+      } catch (e) {
+        fail(e);
+      }
+    });
+
+  users
+    .command('reset-mfa <username>')
+    .description(
+      "remove every second factor of a user (TOTP, passkeys, recovery codes), clear the factor lock and end the user's sessions; writes mfa.removed",
+    )
+    .addOption(configOpt())
+    .action(async (username: string, o: { config?: string }) => {
+      try {
+        await withStorage(o.config, async (s) => {
+          const r = await resetMfa(admin(s), username);
+          process.stdout.write(
+            `reset MFA for ${username}: totp ${r.totp ? 'removed' : 'none'}, ${r.passkeys} passkey(s), ${r.recoveryCodes} recovery code(s), ${r.sessionsEnded} session(s) ended\n`,
+          );
         });
       } catch (e) {
         fail(e);

@@ -90,7 +90,10 @@ export async function reconcileConfig(
           (['logo_uri', 'client_uri', 'policy_uri', 'tos_uri'] as const)
             .filter((k) => c[k] !== undefined)
             .map((k) => [k, c[k]] as [string, unknown])
-            .concat([['refresh_token_requires_offline_access', c.refresh_token_requires_offline_access]]),
+            .concat([
+              ['refresh_token_requires_offline_access', c.refresh_token_requires_offline_access],
+              ['require_mfa', c.require_mfa],
+            ]),
         ),
         source: 'config',
         created_at: prev?.created_at ?? now,
@@ -177,7 +180,7 @@ export async function reconcileConfig(
 /** A fingerprint of the effective configuration with secrets removed (so the event can be shown to auditors). */
 export function configFingerprint(config: Config): string {
   const redacted = JSON.stringify(config, (k, v) =>
-    k === 'client_secret' || k === 'password' ? sha256Hex(String(v)).slice(0, 12) : v,
+    k === 'client_secret' || k === 'password' || k === 'totp_secret' ? sha256Hex(String(v)).slice(0, 12) : v,
   );
   return sha256Hex(redacted);
 }

@@ -138,6 +138,12 @@ export const clientSchema = z.strictObject({
   client_uri: z.url().optional().describe('Home page of the client, linked from the consent page (RFC 7591).'),
   policy_uri: z.url().optional().describe('Privacy policy of the client, linked from the consent page (RFC 7591).'),
   tos_uri: z.url().optional().describe('Terms of service of the client, linked from the consent page (RFC 7591).'),
+  require_mfa: z
+    .boolean()
+    .default(false)
+    .describe(
+      'Every sign-in for this client needs a second factor (TOTP, passkey or recovery code), whatever mfa.required says.',
+    ),
   refresh_token_requires_offline_access: z
     .boolean()
     .default(true)
@@ -152,6 +158,14 @@ export const userSchema = z.strictObject({
   email: z.string().optional(),
   name: z.string().optional(),
   disabled: z.boolean().default(false),
+  totp_secret: z
+    .string()
+    .regex(/^[A-Za-z2-7]+=*$/, 'must be base32 (RFC 4648 §6)')
+    .refine((v) => v.replace(/=+$/, '').length >= 16, { message: 'must be at least 80 bits (16 base32 characters)' })
+    .optional()
+    .describe(
+      'Base32 TOTP secret (RFC 6238) to start the user enrolled; stored encrypted under the KEK. Use ${env:NAME}.',
+    ),
 });
 
 export const configSchema = z.strictObject({
@@ -293,6 +307,41 @@ export const configSchema = z.strictObject({
         .describe(
           'Every sign-in needs a second factor. Also sets the password minimum: 8 characters with MFA, 15 when the password is the only factor (NIST SP 800-63B-4 §3.1.1.2).',
         ),
+      require_enrolled: z
+        .boolean()
+        .default(true)
+        .describe(
+          'A user who has enrolled a second factor must use it at every sign-in (false: only when policy or acr_values asks).',
+        ),
+      totp_issuer: z
+        .string()
+        .min(1)
+        .max(64)
+        .optional()
+        .describe('Issuer label in authenticator apps (otpauth URI); default branding.name.'),
+      max_failures: z
+        .number()
+        .int()
+        .min(1)
+        .max(100)
+        .default(5)
+        .describe(
+          'Wrong second-factor codes per account, across all sessions, before the factor step locks (NIST SP 800-63B-4 §3.2.2 caps this at 100).',
+        ),
+      lock_period: duration('15m').describe(
+        'How long the second-factor step stays locked after max_failures; the count also resets after this long without a failure.',
+      ),
+      phishing_resistant_scopes: z
+        .array(z.string().regex(scopeToken, 'is not a valid scope token (RFC 6749 §3.3)'))
+        .default([])
+        .describe(
+          'Scopes that only a passkey sign-in may get (phishing-resistant, NIST SP 800-63B-4 §3.2.5): TOTP and recovery codes are not enough.',
+        ),
+      webauthn_rp_id: z
+        .string()
+        .optional()
+        .describe("WebAuthn relying party ID (a domain); default the issuer's host name. Passkeys are bound to it."),
+      webauthn_rp_name: z.string().optional().describe('Name shown by the passkey prompt; default branding.name.'),
     })
     .prefault({}),
   throttle: z

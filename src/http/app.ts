@@ -86,6 +86,14 @@ export async function buildApp(opts: AppOptions) {
     '/account/consents/withdraw',
     PATHS.device,
     `${PATHS.device}/confirm`,
+    '/mfa/totp',
+    '/mfa/recovery',
+    '/mfa/passkey',
+    '/account/security/totp',
+    '/account/security/totp/remove',
+    '/account/security/passkeys',
+    '/account/security/passkeys/remove',
+    '/account/security/recovery-codes',
   ]);
   app.addContentTypeParser('application/x-www-form-urlencoded', { parseAs: 'string' }, (req, body, done) => {
     try {

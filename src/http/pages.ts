@@ -1,6 +1,7 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { InvalidRequest } from '../errors/oauth-error.ts';
 import { withdrawConsent } from '../identity/consent.ts';
+import { mfaStatus, requiredLevel } from '../identity/mfa.ts';
 import { limitRequest } from '../identity/rate-limits.ts';
 import {
   ACR_PASSWORD,
@@ -26,6 +27,7 @@ import {
 import { PATHS } from '../oauth/endpoints/discovery.ts';
 import { endSessionEndpoint } from '../oauth/endpoints/end-session.ts';
 import { LENIENT_FORM, type LenientBody, parseParamsLenient } from './form.ts';
+import { registerMfaPages } from './mfa-pages.ts';
 import { stylesheet } from './views/layout.ts';
 import {
   consentPage,
@@ -38,13 +40,14 @@ import {
   loginPage,
   logoutConfirmPage,
 } from './views/pages.ts';
+import { WEBAUTHN_SCRIPT } from './views/webauthn-script.ts';
 
 /**
  * The browser-facing routes: /authorize, /login, /consent, /logout (end_session_endpoint), /account/consents, the
  * device verification page (/device, /device/confirm) and the stylesheet. HTML pages get a strict CSP (no inline script or style), no framing, no referrer, no caching.
  */
 
-function meta(req: FastifyRequest): RequestMeta {
+export function meta(req: FastifyRequest): RequestMeta {
   return { requestId: String(req.id), ip: req.ip, userAgent: req.headers['user-agent'] };
 }
 
@@ -58,7 +61,7 @@ export function sessionCookieName(issuer: string): string {
   return issuer.startsWith('https://') ? '__Host-portcullis' : 'portcullis';
 }
 
-function cookieHeader(issuer: string, value: string, clear = false): string {
+export function cookieHeader(issuer: string, value: string, clear = false): string {
   const secure = issuer.startsWith('https://');
   return `${sessionCookieName(issuer)}=${clear ? '' : value}; Path=/; HttpOnly; SameSite=Lax${secure ? '; Secure' : ''}${clear ? '; Max-Age=0' : ''}`;
 }
@@ -75,7 +78,7 @@ function readCookie(req: FastifyRequest, name: string): string | undefined {
 }
 
 /** A CSP form-action source for where a form's redirect chain may end (Chromium checks form-action on redirects). */
-function formTarget(uri: string | undefined): string | undefined {
+export function formTarget(uri: string | undefined): string | undefined {
   if (!uri) return undefined;
   try {
     const u = new URL(uri);
@@ -86,19 +89,31 @@ function formTarget(uri: string | undefined): string | undefined {
   }
 }
 
-function pageCsp(formTargets: Array<string | undefined>): string {
-  const extra = [...new Set(formTargets.filter((t): t is string => !!t))].join(' ');
-  return `default-src 'none'; style-src 'self'; img-src 'self' https:; form-action 'self'${extra ? ` ${extra}` : ''}; frame-ancestors 'none'; base-uri 'none'`;
+/** What a page may load beyond the default: the WebAuthn script (MFA pages), data: images (the TOTP QR code). */
+export interface PageAllowances {
+  script?: boolean;
+  dataImages?: boolean;
 }
 
-function sendPage(reply: FastifyReply, status: number, body: string, formTargets: Array<string | undefined> = []) {
+function pageCsp(formTargets: Array<string | undefined>, allow: PageAllowances = {}): string {
+  const extra = [...new Set(formTargets.filter((t): t is string => !!t))].join(' ');
+  return `default-src 'none'; style-src 'self'; img-src 'self' https:${allow.dataImages ? ' data:' : ''};${allow.script ? " script-src 'self';" : ''} form-action 'self'${extra ? ` ${extra}` : ''}; frame-ancestors 'none'; base-uri 'none'`;
+}
+
+export function sendPage(
+  reply: FastifyReply,
+  status: number,
+  body: string,
+  formTargets: Array<string | undefined> = [],
+  allow: PageAllowances = {},
+) {
   return reply
     .code(status)
     .headers({
       'content-type': 'text/html; charset=utf-8',
       'cache-control': 'no-store',
       pragma: 'no-cache',
-      'content-security-policy': pageCsp(formTargets),
+      'content-security-policy': pageCsp(formTargets, allow),
       // No window opened from another origin keeps a handle on our pages.
       'cross-origin-opener-policy': 'same-origin',
     })
@@ -162,6 +177,8 @@ export function registerPages(app: FastifyInstance, ctx: OAuthContext, maxTokenL
         if (out.loginHint) q.set('login_hint', out.loginHint);
         return reply.code(303).header('cache-control', 'no-store').header('location', `/login?${q}`).send();
       }
+      case 'mfa':
+        return reply.code(303).header('cache-control', 'no-store').header('location', mfaLocation(out)).send();
       case 'consent': {
         const sess = s ?? (await ensureSession(req, reply));
         return sendPage(
@@ -184,6 +201,13 @@ export function registerPages(app: FastifyInstance, ctx: OAuthContext, maxTokenL
 
   app.get('/assets/portcullis.css', async (_req, reply) =>
     reply.header('cache-control', 'public, max-age=3600').type('text/css; charset=utf-8').send(css),
+  );
+  app.get('/assets/webauthn.js', async (_req, reply) =>
+    reply
+      .header('cache-control', 'public, max-age=3600')
+      .header('x-content-type-options', 'nosniff')
+      .type('text/javascript; charset=utf-8')
+      .send(WEBAUTHN_SCRIPT),
   );
 
   const authorize = async (req: FastifyRequest, reply: FastifyReply) => {
@@ -267,11 +291,18 @@ export function registerPages(app: FastifyInstance, ctx: OAuthContext, maxTokenL
         [formTarget(pending?.redirectUri)],
       );
     const fresh = await signIn(ctx, { user: result.user, previous: s, amr: ['pwd'], acr: ACR_PASSWORD }, meta(req));
+    // A user with a second factor goes straight to it (mfa.require_enrolled); policy is checked again wherever the
+    // session is used (authorize, consent, device, account pages).
+    const status = await mfaStatus(ctx.storage, result.user.id);
+    const next =
+      status.enrolled && requiredLevel(cfg, { enrolled: true }) >= 2
+        ? mfaLocation({ returnTo, level: 2, enrolled: true })
+        : returnTo;
     return reply
       .code(303)
       .header('set-cookie', cookieHeader(cfg.issuer, fresh.cookieValue))
       .header('cache-control', 'no-store')
-      .header('location', returnTo)
+      .header('location', next)
       .send();
   });
 
@@ -369,6 +400,14 @@ export function registerPages(app: FastifyInstance, ctx: OAuthContext, maxTokenL
   });
 
   registerDevicePages(app, ctx, { session, params, showError });
+  registerMfaPages(app, ctx, { session, params, showError });
+}
+
+/** Where a session that lacks a factor goes: the factor step, or enrolment when the user has none. */
+export function mfaLocation(o: { returnTo: string; level: number; enrolled: boolean }): string {
+  return o.enrolled
+    ? `/mfa?${new URLSearchParams({ return_to: o.returnTo, level: String(o.level) })}`
+    : `/account/security?${new URLSearchParams({ return_to: o.returnTo, required: String(o.level) })}`;
 }
 
 /** What the person reads when a code is refused (one text for unknown, expired and used: no oracle). */
@@ -448,6 +487,14 @@ function registerDevicePages(
         return see(reply, `${PATHS.device}/confirm?${new URLSearchParams({ request_uri: out.requestUri })}`);
       case 'invalid':
         return page(400, DEVICE_CODE_ERRORS[out.reason]);
+      case 'mfa':
+        return see(
+          reply,
+          mfaLocation({
+            ...out,
+            returnTo: `${PATHS.device}?user_code=${formatUserCode(normaliseUserCode(f.user_code) ?? '')}`,
+          }),
+        );
       case 'throttled':
         reply.header('retry-after', String(out.retryAfter));
         return page(
@@ -500,6 +547,7 @@ function registerDevicePages(
       meta(req),
     );
     if (out.kind === 'gone') return gone(reply);
+    if (out.kind === 'mfa') return see(reply, mfaLocation({ ...out, returnTo: PATHS.device }));
     return see(reply, `${PATHS.device}?result=${out.approved ? 'approved' : 'denied'}`);
   });
 }
@@ -512,7 +560,7 @@ export function waitText(seconds: number): string {
 }
 
 /** The client and redirect_uri of the request a sign-in continues, when return_to points at a stored one. */
-async function pendingRequest(
+export async function pendingRequest(
   ctx: OAuthContext,
   returnTo: string,
 ): Promise<

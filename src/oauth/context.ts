@@ -1,6 +1,7 @@
 import type { Logger } from 'pino';
 import type { Config } from '../config/schema.ts';
 import type { SecurityEvent } from '../events/catalogue.ts';
+import type { Kek } from '../keys/kek.ts';
 import type { KeyManager } from '../keys/manager.ts';
 import type { Clock } from '../lib/clock.ts';
 import type { Limiter } from '../lib/rate-limiter.ts';
@@ -20,6 +21,8 @@ export interface OAuthContext {
   clock: Clock;
   storage: Storage;
   keys: KeyManager;
+  /** The key-encryption key: signing keys and TOTP secrets are encrypted under it at rest. */
+  kek: Kek;
   revocations: RevocationSet;
   /** Group-committed event writer for high-rate events; resolves once the event is durable. */
   events: GroupCommitter;

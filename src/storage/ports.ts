@@ -235,6 +235,81 @@ export interface DeviceDecision {
   amr: string[];
 }
 
+// ---------------------------------------------------------------------------------------------------------------
+// MFA (issue 4): second factors. The TOTP secret is encrypted under the KEK (it must be readable to verify codes);
+// recovery codes are stored as SHA-256 of >= 80 random bits; WebAuthn stores only public keys.
+
+export interface TotpFactorRecord {
+  user_id: string;
+  /** AES-256-GCM ciphertext of the base32 secret under the KEK (keys/kek.ts), AAD = "totp:" + user_id. */
+  secret_enc: string;
+  /** False while enrolment waits for the first code (an unconfirmed secret never passes the factor step). */
+  confirmed: boolean;
+  /** The last RFC 6238 time step accepted: a code is accepted only for a later step (each code once). */
+  last_step: number;
+  created_at: number;
+  confirmed_at: number | null;
+  last_used_at: number | null;
+}
+
+export interface WebAuthnCredentialRecord {
+  /** Credential ID, base64url (W3C WebAuthn §6.1: rawId). */
+  id: string;
+  user_id: string;
+  /** COSE public key, base64url. */
+  public_key: string;
+  /** Signature counter (W3C WebAuthn §6.1.1); 0 for authenticators that do not count. */
+  counter: number;
+  transports: string[];
+  /** The user's name for it ("laptop"). */
+  name: string;
+  created_at: number;
+  last_used_at: number | null;
+}
+
+export interface MfaFailureState {
+  user_id: string;
+  failures: number;
+  window_start: number;
+  locked_until: number | null;
+}
+
+export interface MfaStore {
+  getTotp(userId: string): Promise<TotpFactorRecord | undefined>;
+  /** Inserts or replaces the user's TOTP factor. */
+  putTotp(rec: TotpFactorRecord): Promise<void>;
+  /**
+   * Compare-and-set: records `step` as used (and confirms the factor) only if it is later than the last used step.
+   * False means the code's step was already used (a replay) or the factor is gone; exactly one of concurrent
+   * callers with the same step gets true.
+   */
+  useTotpStep(userId: string, step: number, now: number): Promise<boolean>;
+  deleteTotp(userId: string): Promise<boolean>;
+  listCredentials(userId: string): Promise<WebAuthnCredentialRecord[]>;
+  getCredential(id: string): Promise<WebAuthnCredentialRecord | undefined>;
+  addCredential(rec: WebAuthnCredentialRecord): Promise<void>;
+  /** Records a use: the new counter and last_used_at. */
+  useCredential(id: string, counter: number, now: number): Promise<void>;
+  deleteCredential(userId: string, id: string): Promise<boolean>;
+  /** Replaces every recovery code of the user with the given hashes (a new set invalidates the old one). */
+  replaceRecoveryCodes(userId: string, hashes: string[], now: number): Promise<void>;
+  /** Unused recovery codes left. */
+  countRecoveryCodes(userId: string): Promise<number>;
+  /** Marks one unused code used: true for exactly one caller, false for unknown or already used. */
+  useRecoveryCode(userId: string, hash: string, now: number): Promise<boolean>;
+  deleteRecoveryCodes(userId: string): Promise<number>;
+  getFailures(userId: string): Promise<MfaFailureState | undefined>;
+  /** Adds one failure (a failure older than windowMs starts a new count); returns the count after it. */
+  addFailure(userId: string, now: number, windowMs: number): Promise<number>;
+  /** Locks the factor step until `until` and starts a new count. */
+  lock(userId: string, until: number, now: number): Promise<void>;
+  resetFailures(userId: string): Promise<void>;
+  /** A WebAuthn challenge waiting for its answer (key: session and purpose). Replaces an earlier one. */
+  putChallenge(key: string, challenge: string, expiresAt: number): Promise<void>;
+  /** Takes (deletes) the challenge: single use. Undefined when absent or expired. */
+  takeChallenge(key: string, now: number): Promise<string | undefined>;
+}
+
 export interface ClientStore {
   get(clientId: string): Promise<ClientRecord | undefined>;
   list(): Promise<ClientRecord[]>;
@@ -403,6 +478,7 @@ export interface Stores {
   consents: ConsentStore;
   authorizationRequests: AuthorizationRequestStore;
   deviceCodes: DeviceCodeStore;
+  mfa: MfaStore;
 }
 
 export interface Storage extends Stores {

@@ -34,6 +34,11 @@ export interface StartOptions {
   readyTimeoutMs?: number;
   /** Turn the fake clock off (default on). */
   testClock?: boolean;
+  /**
+   * Announce http://HOST:PORT as the issuer (e.g. "localhost": WebAuthn refuses IP addresses as relying party IDs).
+   * The server still listens on 127.0.0.1.
+   */
+  issuerHost?: string;
   /** Extra files to write into the temp dir before start (name relative to the dir -> content). */
   files?: Record<string, string>;
 }
@@ -292,8 +297,10 @@ export async function startServer(configObject: ConfigObject, opts: StartOptions
     writeFileSync(join(dir, name), content, { mode: 0o600 });
   const format = opts.format ?? 'yaml';
   const configPath = join(dir, format === 'json' ? 'portcullis.json' : 'portcullis.yaml');
-  const writeConfig = () =>
+  const writeConfig = () => {
+    if (opts.issuerHost) config.issuer = `http://${opts.issuerHost}:${port}`;
     writeFileSync(configPath, format === 'json' ? JSON.stringify(config, null, 2) : toYaml(config));
+  };
   writeConfig();
   const issuerFor = (p: number) =>
     ((config.issuer as string | undefined) ?? `http://127.0.0.1:${p}`).replace(/\/$/, '');

@@ -5,6 +5,8 @@ export interface PageOptions {
   title: string;
   body: SafeHtml;
   config: Config;
+  /** Loads /assets/webauthn.js (a file from this server: the CSP of such pages allows script-src 'self' only). */
+  script?: boolean;
 }
 
 /** The common page: lang, viewport, one stylesheet (no inline style or script: the CSP forbids both). */
@@ -18,6 +20,7 @@ export function layout(o: PageOptions): string {
 <meta name="robots" content="noindex">
 <title>${o.title} · ${b.name}</title>
 <link rel="stylesheet" href="/assets/portcullis.css">
+${o.script ? html`<script src="/assets/webauthn.js" defer></script>` : ''}
 </head>
 <body>
 <main class="card">
@@ -63,6 +66,11 @@ ul.scopes li:last-child{border-bottom:0}
 .user-code{font-family:ui-monospace,SFMono-Regular,Menlo,monospace;letter-spacing:.15em;text-transform:uppercase}
 code{font-family:ui-monospace,SFMono-Regular,Menlo,monospace;font-size:.9rem;word-break:break-all}
 table{width:100%;border-collapse:collapse}
+h2{font-size:1.1rem;margin:1.5rem 0 .5rem}
+.qr{display:block;margin:0 auto 1rem;image-rendering:pixelated}
+ul.recovery-codes{columns:2;list-style:none;padding:0}
+.notice{border-left:4px solid var(--primary);background:#f0f6fc;padding:.75rem 1rem;border-radius:6px}
+details{margin-top:1.5rem}
 td{padding:.5rem 0;border-bottom:1px solid var(--border);vertical-align:top}
 @media (max-width:480px){body{padding:0}.card{border-radius:0;border-left:0;border-right:0;min-height:100vh;padding:1.5rem 1.25rem}}
 @media (prefers-reduced-motion:reduce){*{transition:none!important}}

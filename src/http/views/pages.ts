@@ -223,3 +223,161 @@ export function deviceDonePage(o: { config: Config; approved: boolean }): string
     : html`<h1>Request denied</h1><p role="status">The device was not given access. You can close this window.</p>`;
   return layout({ title: o.approved ? 'Device connected' : 'Request denied', body, config: o.config });
 }
+
+const hiddenReturn = (returnTo: string | undefined) =>
+  returnTo ? html`<input type="hidden" name="return_to" value="${returnTo}">` : '';
+
+/** The second step of sign-in (NIST SP 800-63B-4 AAL2/AAL3): a code from the app, a passkey, or a recovery code. */
+export function mfaPage(o: {
+  config: Config;
+  csrf: string;
+  username: string;
+  returnTo: string;
+  /** 3: only a passkey will do (phishing-resistant). */
+  level: number;
+  totp: boolean;
+  passkeyOptions: string | undefined;
+  recoveryCodes: number;
+  error?: string | undefined;
+}): string {
+  const onlyPasskey = o.level >= 3;
+  const body = html`<h1>Confirm it is you</h1>
+<p class="muted">Signed in as <strong>${o.username}</strong></p>
+${o.error ? html`<div class="error" role="alert" id="mfa-error">${o.error}</div>` : ''}
+${
+  onlyPasskey
+    ? html`<p>This application needs a passkey: a code from an app is not enough for what it asks.</p>`
+    : html`<p>Your account is protected with a second step.</p>`
+}
+${
+  o.totp && !onlyPasskey
+    ? html`<form method="post" action="/mfa/totp" novalidate>
+<input type="hidden" name="csrf_token" value="${o.csrf}">
+${hiddenReturn(o.returnTo)}
+<label for="code">Code from your authenticator app</label>
+<input type="text" id="code" name="code" inputmode="numeric" autocomplete="one-time-code" pattern="[0-9]*" maxlength="6" required autofocus${o.error ? html` aria-describedby="mfa-error"` : ''}>
+<div class="actions"><button type="submit" class="primary">Verify</button></div>
+</form>`
+    : ''
+}
+${
+  o.passkeyOptions
+    ? html`<form method="post" action="/mfa/passkey" id="passkey-form" data-mode="authenticate" data-options="${o.passkeyOptions}">
+<input type="hidden" name="csrf_token" value="${o.csrf}">
+${hiddenReturn(o.returnTo)}
+<input type="hidden" name="response" value="">
+<div class="actions"><button type="button" id="passkey-button" class="${o.totp && !onlyPasskey ? 'secondary' : 'primary'}">Use a passkey</button></div>
+<p class="muted" id="passkey-status" role="status"></p>
+</form>`
+    : onlyPasskey
+      ? html`<p>You have no passkey yet. <a href="/account/security?return_to=${encodeURIComponent(o.returnTo)}">Add one</a> after confirming with your current factor.</p>`
+      : ''
+}
+${
+  o.recoveryCodes > 0 && !onlyPasskey
+    ? html`<details><summary>Use a recovery code</summary>
+<form method="post" action="/mfa/recovery" novalidate>
+<input type="hidden" name="csrf_token" value="${o.csrf}">
+${hiddenReturn(o.returnTo)}
+<label for="recovery_code">Recovery code</label>
+<input type="text" id="recovery_code" name="code" autocomplete="off" autocapitalize="none" spellcheck="false" maxlength="20" placeholder="xxxx-xxxx-xxxx">
+<div class="actions"><button type="submit" class="secondary">Use recovery code</button></div>
+</form></details>`
+    : ''
+}`;
+  return layout({ title: 'Confirm it is you', body, config: o.config, script: !!o.passkeyOptions });
+}
+
+/** The account page where people manage their factors. */
+export function securityPage(o: {
+  config: Config;
+  csrf: string;
+  username: string;
+  returnTo: string | undefined;
+  totp: boolean;
+  passkeys: Array<{ id: string; name: string; created_at: number; last_used_at: number | null }>;
+  recoveryCodes: number;
+  passkeyOptions: string;
+  message?: string | undefined;
+  required?: boolean;
+}): string {
+  const date = (ms: number | null) => (ms === null ? 'never' : new Date(ms).toISOString().slice(0, 10));
+  const rt = hiddenReturn(o.returnTo);
+  const rtQuery = o.returnTo ? `?return_to=${encodeURIComponent(o.returnTo)}` : '';
+  const body = html`<h1>Sign-in security</h1>
+<p class="muted">Signed in as <strong>${o.username}</strong></p>
+${o.message ? html`<p role="status" class="notice">${o.message}</p>` : ''}
+${o.required ? html`<div class="error" role="alert">This sign-in needs a second factor. Set one up below to continue.</div>` : ''}
+<h2>Authenticator app</h2>
+${
+  o.totp
+    ? html`<p>An authenticator app gives you codes. <span class="muted">(TOTP)</span></p>
+<form method="post" action="/account/security/totp/remove"><input type="hidden" name="csrf_token" value="${o.csrf}">${rt}
+<button type="submit" class="secondary" aria-label="Remove the authenticator app">Remove</button></form>`
+    : html`<p>Not set up.</p><p><a href="/account/security/totp${rtQuery}" id="setup-totp">Set up an authenticator app</a></p>`
+}
+<h2>Passkeys</h2>
+${
+  o.passkeys.length
+    ? html`<table><tbody>${o.passkeys.map(
+        (
+          p,
+        ) => html`<tr><td><strong>${p.name}</strong><br><span class="muted">Added ${date(p.created_at)}, last used ${date(p.last_used_at)}</span></td>
+<td><form method="post" action="/account/security/passkeys/remove"><input type="hidden" name="csrf_token" value="${o.csrf}">${rt}
+<input type="hidden" name="id" value="${p.id}">
+<button type="submit" class="secondary" aria-label="Remove passkey ${p.name}">Remove</button></form></td></tr>`,
+      )}</tbody></table>`
+    : html`<p>No passkey yet.</p>`
+}
+<form method="post" action="/account/security/passkeys" id="passkey-form" data-mode="register" data-options="${o.passkeyOptions}">
+<input type="hidden" name="csrf_token" value="${o.csrf}">${rt}
+<input type="hidden" name="response" value="">
+<label for="passkey-name">Name for a new passkey</label>
+<input type="text" id="passkey-name" name="name" maxlength="64" placeholder="e.g. Laptop" autocomplete="off">
+<div class="actions"><button type="button" id="passkey-button" class="primary">Add a passkey</button></div>
+<p class="muted" id="passkey-status" role="status"></p>
+</form>
+<h2>Recovery codes</h2>
+<p>${o.recoveryCodes ? `${o.recoveryCodes} unused recovery code(s) left.` : 'No recovery codes.'} Each code works once, if you lose your other factors.</p>
+<form method="post" action="/account/security/recovery-codes"><input type="hidden" name="csrf_token" value="${o.csrf}">${rt}
+<div class="actions"><button type="submit" class="secondary">${o.recoveryCodes ? 'Replace recovery codes' : 'Create recovery codes'}</button></div></form>
+${o.returnTo && !o.required ? html`<p><a href="${o.returnTo}">Continue</a></p>` : ''}
+<p class="muted"><a href="/account/consents">Connected apps</a></p>`;
+  return layout({ title: 'Sign-in security', body, config: o.config, script: true });
+}
+
+/** TOTP enrolment: the QR code (an SVG data: URI made on the server), the secret as text, and the first code. */
+export function totpEnrolPage(o: {
+  config: Config;
+  csrf: string;
+  username: string;
+  returnTo: string | undefined;
+  qrDataUri: string;
+  secret: string;
+  error?: string | undefined;
+}): string {
+  const grouped = o.secret.match(/.{1,4}/g)?.join(' ') ?? o.secret;
+  const body = html`<h1>Set up an authenticator app</h1>
+<p class="muted">Signed in as <strong>${o.username}</strong></p>
+<p>Scan this code with your authenticator app, then type the 6-digit code it shows.</p>
+<img src="${o.qrDataUri}" alt="QR code for your authenticator app" class="qr" width="200" height="200">
+<p class="muted">Cannot scan? Enter this key: <code id="totp-secret">${grouped}</code></p>
+${o.error ? html`<div class="error" role="alert" id="totp-error">${o.error}</div>` : ''}
+<form method="post" action="/account/security/totp" novalidate>
+<input type="hidden" name="csrf_token" value="${o.csrf}">${hiddenReturn(o.returnTo)}
+<label for="code">Code from the app</label>
+<input type="text" id="code" name="code" inputmode="numeric" autocomplete="one-time-code" maxlength="6" required autofocus${o.error ? html` aria-describedby="totp-error"` : ''}>
+<div class="actions"><button type="submit" class="primary">Confirm</button></div>
+</form>
+<p class="muted"><a href="/account/security">Back</a></p>`;
+  return layout({ title: 'Set up an authenticator app', body, config: o.config });
+}
+
+/** New recovery codes, shown this once (only their hashes are kept). */
+export function recoveryCodesPage(o: { config: Config; codes: string[]; returnTo: string | undefined }): string {
+  const body = html`<h1>Your recovery codes</h1>
+<p>Keep these somewhere safe. Each works once, if you lose your phone or passkeys. They will not be shown again.</p>
+<ul class="recovery-codes">${o.codes.map((c) => html`<li><code>${c}</code></li>`)}</ul>
+<p><a href="/account/security${o.returnTo ? `?return_to=${encodeURIComponent(o.returnTo)}` : ''}">I have saved them</a></p>`;
+  return layout({ title: 'Recovery codes', body, config: o.config });
+}

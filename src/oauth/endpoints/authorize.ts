@@ -5,6 +5,7 @@ import {
   LoginRequired,
   type OAuthError,
 } from '../../errors/oauth-error.ts';
+import { type MfaLevel, mfaGap } from '../../identity/mfa.ts';
 import type { LoadedSession } from '../../identity/sessions.ts';
 import type { ClientRecord } from '../../storage/ports.ts';
 import { issueAuthorizationCode } from '../authorization/code.ts';
@@ -28,6 +29,11 @@ export type AuthorizeOutcome =
   | { kind: 'redirect'; location: string }
   /** The user must sign in first; then come back to returnTo (a relative URL). */
   | { kind: 'login'; returnTo: string; loginHint: string | undefined; client: ClientRecord }
+  /**
+   * The session is signed in but not strongly enough (policy, acr_values, phishing-resistant scopes): the second
+   * factor, or enrolment of one when the user has none; then come back to returnTo.
+   */
+  | { kind: 'mfa'; returnTo: string; level: MfaLevel; enrolled: boolean }
   /** The user must approve; the consent form posts requestUri back. */
   | { kind: 'consent'; requestUri: string; request: AuthorizationRequest };
 
@@ -75,7 +81,8 @@ async function recordFailure(
  * 1. a pushed or stored request replaces the query (RFC 9126 §4);
  * 2. the client and redirect_uri, by exact match (errors: page);
  * 3. every other parameter (errors: redirect with iss);
- * 4. the session: sign-in needed? (prompt, max_age; prompt=none -> login_required);
+ * 4. the session: sign-in needed? (prompt, max_age; prompt=none -> login_required); then a second factor needed?
+ *    (mfa.required, the client's require_mfa, acr_values step-up, phishing-resistant scopes, OIDC Core §3.1.2.1);
  * 5. consent needed? (remembered per user, client, scopes; prompt=none -> consent_required);
  * 6. issue the code.
  */
@@ -158,6 +165,26 @@ export async function authorizeEndpoint(
     const session = s!;
     const userId = session.user!.id;
 
+    // 4b. Step-up: the existing session is kept and only the missing factor is asked for.
+    const gap = await mfaGap(ctx, session, { client, scopes: req.scopes, acrValues: req.acrValues });
+    if (gap) {
+      if (req.prompt.has('none'))
+        fail(new LoginRequired('the request needs a second factor the session has not passed'));
+      const { requestUri } = await storeAuthorizationRequest(
+        ctx,
+        'interaction',
+        client.client_id,
+        req.params,
+        ctx.config.authorization.interaction_ttl,
+      );
+      return {
+        kind: 'mfa',
+        returnTo: `/authorize?client_id=${encodeURIComponent(client.client_id)}&request_uri=${encodeURIComponent(requestUri)}`,
+        level: gap.level,
+        enrolled: gap.enrolled,
+      };
+    }
+
     // 5. Consent, remembered per user, client and scopes (and resources).
     const consent = await ctx.storage.consents.get(userId, client.client_id);
     const consented = new Set(consent?.scope.split(' ') ?? []);
@@ -226,6 +253,14 @@ export async function decideConsent(
       throw new AuthorizationRedirectError(new LoginRequired('the session ended'), client, redirectUri, req.state);
     const user = s.user;
     const now = ctx.clock.nowMs();
+    // The consent form can be posted by hand: the factor check is repeated here.
+    if (input.approve && (await mfaGap(ctx, s, { client, scopes: req.scopes, acrValues: req.acrValues })))
+      throw new AuthorizationRedirectError(
+        new LoginRequired('the session has not passed the second factor this request needs'),
+        client,
+        redirectUri,
+        req.state,
+      );
     if (!input.approve) {
       await ctx.storage.events.append({
         type: 'consent.denied',

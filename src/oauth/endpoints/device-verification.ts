@@ -1,3 +1,4 @@
+import { type MfaLevel, mfaGap } from '../../identity/mfa.ts';
 import { noteRefusal } from '../../identity/rate-limits.ts';
 import type { LoadedSession } from '../../identity/sessions.ts';
 import { sha256Hex } from '../../lib/crypto.ts';
@@ -38,13 +39,18 @@ export type VerificationFailure = 'malformed' | 'unknown' | 'expired' | 'already
 export type EnterOutcome =
   | { kind: 'ticket'; requestUri: string }
   | { kind: 'invalid'; reason: Exclude<VerificationFailure, 'throttled'> }
-  | { kind: 'throttled'; retryAfter: number };
+  | { kind: 'throttled'; retryAfter: number }
+  /** The session must pass (or enrol) a second factor first; the code is not spent and can be entered again. */
+  | { kind: 'mfa'; level: MfaLevel; enrolled: boolean };
 
 export type ShowOutcome =
   | { kind: 'confirm'; device: DeviceCodeRecord; client: ClientRecord; userCode: string; requestUri: string }
   | { kind: 'gone' };
 
-export type DecideOutcome = { kind: 'done'; approved: boolean } | { kind: 'gone' };
+export type DecideOutcome =
+  | { kind: 'done'; approved: boolean }
+  | { kind: 'gone' }
+  | { kind: 'mfa'; level: MfaLevel; enrolled: boolean };
 
 type SignedIn = LoadedSession & { user: NonNullable<LoadedSession['user']> };
 
@@ -105,6 +111,9 @@ export async function enterUserCode(
     await recordFailure(ctx, session, reason, device, meta);
     return { kind: 'invalid', reason };
   }
+  // MFA policy applies here as at /authorize: a password-only session never approves a device that needs more.
+  const gap = await mfaGap(ctx, session, { client, scopes: device!.scope.split(' ').filter(Boolean), acrValues: [] });
+  if (gap) return { kind: 'mfa', ...gap };
   // The ticket lives no longer than the code, and is good for this session only.
   const ttl = Math.min(ctx.config.authorization.interaction_ttl, Math.ceil((device!.expires_at - now) / 1000));
   const { requestUri } = await storeAuthorizationRequest(
@@ -170,6 +179,17 @@ export async function decideDeviceRequest(
   const { session } = input;
   const ticket = await ticketOf(ctx, session, input.requestUri);
   if (!ticket) return { kind: 'gone' };
+  if (input.approve) {
+    const d = await pendingDevice(ctx, ticket.params._user_code);
+    const gap = d
+      ? await mfaGap(ctx, session, {
+          client: await ctx.clients.get(d.client_id),
+          scopes: d.scope.split(' ').filter(Boolean),
+          acrValues: [],
+        })
+      : undefined;
+    if (gap) return { kind: 'mfa', ...gap };
+  }
   const now = ctx.clock.nowMs();
   const consumed = await ctx.storage.authorizationRequests.consume(ticket.id_hash, ticket.client_id, now);
   if (consumed.status !== 'ok') return { kind: 'gone' };

@@ -1,5 +1,6 @@
 import { OIDC_SCOPES } from '../../config/load.ts';
 import { ASSERTION_ALGORITHMS } from '../../config/schema.ts';
+import { ACR_VALUES_SUPPORTED } from '../../identity/mfa.ts';
 import type { OAuthContext } from '../context.ts';
 import { USERINFO_PATH } from '../grants/user-tokens.ts';
 import { GRANT_HANDLERS } from './token.ts';
@@ -81,5 +82,7 @@ export function discoveryDocument(ctx: OAuthContext): Record<string, unknown> {
       'email_verified',
     ],
     claims_parameter_supported: false,
+    // OIDC Discovery §3: "1" password, "2" a second factor, "3" a passkey (identity/mfa.ts); acr_values asks for one.
+    acr_values_supported: ACR_VALUES_SUPPORTED,
   };
 }

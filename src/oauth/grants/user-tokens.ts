@@ -1,5 +1,6 @@
 import { InvalidGrant, InvalidScope, InvalidTarget } from '../../errors/oauth-error.ts';
 import type { SecurityEvent } from '../../events/catalogue.ts';
+import { acrLevel, requiredLevel } from '../../identity/mfa.ts';
 import { randomToken, sha256Hex } from '../../lib/crypto.ts';
 import type { ClientRecord, GrantRecord, RefreshTokenRecord } from '../../storage/ports.ts';
 import type { OAuthContext, RequestMeta } from '../context.ts';
@@ -102,6 +103,11 @@ export interface UserTokens {
  * in one transaction, and only then releases the response.
  */
 export async function buildUserTokens(ctx: OAuthContext, r: UserTokenRequest, meta: RequestMeta): Promise<UserTokens> {
+  // MFA policy holds at the token endpoint too: a grant made with fewer factors than the policy now demands
+  // (mfa.required or the client's require_mfa turned on later, a phishing-resistant scope) yields no token.
+  const need = requiredLevel(ctx.config, { client: r.client, scopes: r.grant.scope.split(' '), enrolled: false });
+  if (acrLevel(r.grant.acr) < need)
+    throw new InvalidGrant('the grant was made with fewer authentication factors than now required; sign in again');
   const { aud, scopes } = userTokenAudience(ctx, r.scopes, r.grant.resources, r.resource);
   const prepared = prepareAccessToken(
     ctx,

@@ -306,5 +306,57 @@ export function migrations(dialect: 'sqlite' | 'postgres'): Record<string, Migra
           .execute();
       },
     },
+    '0006_mfa': {
+      // Issue 4: second factors (NIST SP 800-63B-4 §3.1.4 look-up secrets, §3.1.7 OTP, §3.1.7/§3.2.5 WebAuthn).
+      async up(db: Kysely<unknown>) {
+        await db.schema
+          .createTable('mfa_totp')
+          .addColumn('user_id', 'text', (c) => c.primaryKey())
+          .addColumn('secret_enc', 'text', (c) => c.notNull())
+          .addColumn('confirmed', 'integer', (c) => c.notNull().defaultTo(0))
+          .addColumn('last_step', bigint, (c) => c.notNull().defaultTo(0))
+          .addColumn('created_at', bigint, (c) => c.notNull())
+          .addColumn('confirmed_at', bigint)
+          .addColumn('last_used_at', bigint)
+          .execute();
+        await db.schema
+          .createTable('webauthn_credentials')
+          .addColumn('id', 'text', (c) => c.primaryKey())
+          .addColumn('user_id', 'text', (c) => c.notNull())
+          .addColumn('public_key', 'text', (c) => c.notNull())
+          .addColumn('counter', bigint, (c) => c.notNull())
+          .addColumn('transports', 'text', (c) => c.notNull())
+          .addColumn('name', 'text', (c) => c.notNull())
+          .addColumn('created_at', bigint, (c) => c.notNull())
+          .addColumn('last_used_at', bigint)
+          .execute();
+        await db.schema
+          .createIndex('webauthn_credentials_user_id')
+          .on('webauthn_credentials')
+          .column('user_id')
+          .execute();
+        await db.schema
+          .createTable('recovery_codes')
+          .addColumn('user_id', 'text', (c) => c.notNull())
+          .addColumn('code_hash', 'text', (c) => c.notNull())
+          .addColumn('created_at', bigint, (c) => c.notNull())
+          .addColumn('used_at', bigint)
+          .addPrimaryKeyConstraint('recovery_codes_pk', ['user_id', 'code_hash'])
+          .execute();
+        await db.schema
+          .createTable('mfa_failures')
+          .addColumn('user_id', 'text', (c) => c.primaryKey())
+          .addColumn('failures', 'integer', (c) => c.notNull())
+          .addColumn('window_start', bigint, (c) => c.notNull())
+          .addColumn('locked_until', bigint)
+          .execute();
+        await db.schema
+          .createTable('mfa_challenges')
+          .addColumn('id', 'text', (c) => c.primaryKey())
+          .addColumn('challenge', 'text', (c) => c.notNull())
+          .addColumn('expires_at', bigint, (c) => c.notNull())
+          .execute();
+      },
+    },
   };
 }

@@ -25,6 +25,7 @@ import type {
   KeyState,
   KeyStore,
   MetaStore,
+  MfaStore,
   RefreshTokenRecord,
   RefreshTokenStore,
   ReplayStore,
@@ -36,8 +37,10 @@ import type {
   SigningKeyRecord,
   Storage,
   Stores,
+  TotpFactorRecord,
   UserRecord,
   UserStore,
+  WebAuthnCredentialRecord,
 } from '../ports.ts';
 import { migrations } from './migrations.ts';
 import { SqliteEventWriter } from './sqlite-event-writer.ts';
@@ -194,6 +197,172 @@ function eventRow(e: SecurityEvent) {
     actor: e.actor ?? null,
     data: JSON.stringify(e.data),
     leaf_index: null,
+  };
+}
+
+function toTotp(r: DB['mfa_totp']): TotpFactorRecord {
+  return {
+    ...r,
+    confirmed: !!r.confirmed,
+    last_step: num(r.last_step),
+    created_at: num(r.created_at),
+    confirmed_at: numOrNull(r.confirmed_at),
+    last_used_at: numOrNull(r.last_used_at),
+  };
+}
+
+function toCredential(r: DB['webauthn_credentials']): WebAuthnCredentialRecord {
+  return {
+    ...r,
+    counter: num(r.counter),
+    transports: JSON.parse(r.transports),
+    created_at: num(r.created_at),
+    last_used_at: numOrNull(r.last_used_at),
+  };
+}
+
+function mfaStore(q: Q): MfaStore {
+  return {
+    async getTotp(userId) {
+      const r = await q.selectFrom('mfa_totp').selectAll().where('user_id', '=', userId).executeTakeFirst();
+      return r ? toTotp(r) : undefined;
+    },
+    async putTotp(t) {
+      const row = { ...t, confirmed: t.confirmed ? 1 : 0 };
+      const { user_id: _u, ...update } = row;
+      await q
+        .insertInto('mfa_totp')
+        .values(row)
+        .onConflict((oc) => oc.column('user_id').doUpdateSet(update))
+        .execute();
+    },
+    async useTotpStep(userId, step, now) {
+      const r = await q
+        .updateTable('mfa_totp')
+        .set({ last_step: step, last_used_at: now, confirmed: 1 })
+        .where('user_id', '=', userId)
+        .where('last_step', '<', step)
+        .executeTakeFirst();
+      return Number(r.numUpdatedRows) > 0;
+    },
+    async deleteTotp(userId) {
+      const r = await q.deleteFrom('mfa_totp').where('user_id', '=', userId).executeTakeFirst();
+      return Number(r.numDeletedRows) > 0;
+    },
+    async listCredentials(userId) {
+      return (
+        await q
+          .selectFrom('webauthn_credentials')
+          .selectAll()
+          .where('user_id', '=', userId)
+          .orderBy('created_at')
+          .orderBy('id')
+          .execute()
+      ).map(toCredential);
+    },
+    async getCredential(id) {
+      const r = await q.selectFrom('webauthn_credentials').selectAll().where('id', '=', id).executeTakeFirst();
+      return r ? toCredential(r) : undefined;
+    },
+    async addCredential(c) {
+      await q
+        .insertInto('webauthn_credentials')
+        .values({ ...c, transports: JSON.stringify(c.transports) })
+        .execute();
+    },
+    async useCredential(id, counter, now) {
+      await q.updateTable('webauthn_credentials').set({ counter, last_used_at: now }).where('id', '=', id).execute();
+    },
+    async deleteCredential(userId, id) {
+      const r = await q
+        .deleteFrom('webauthn_credentials')
+        .where('user_id', '=', userId)
+        .where('id', '=', id)
+        .executeTakeFirst();
+      return Number(r.numDeletedRows) > 0;
+    },
+    async replaceRecoveryCodes(userId, hashes, now) {
+      await q.deleteFrom('recovery_codes').where('user_id', '=', userId).execute();
+      if (hashes.length)
+        await q
+          .insertInto('recovery_codes')
+          .values(hashes.map((h) => ({ user_id: userId, code_hash: h, created_at: now, used_at: null })))
+          .execute();
+    },
+    async countRecoveryCodes(userId) {
+      const r = await q
+        .selectFrom('recovery_codes')
+        .select((eb) => eb.fn.countAll().as('n'))
+        .where('user_id', '=', userId)
+        .where('used_at', 'is', null)
+        .executeTakeFirst();
+      return num(r?.n ?? 0);
+    },
+    async useRecoveryCode(userId, hash, now) {
+      const r = await q
+        .updateTable('recovery_codes')
+        .set({ used_at: now })
+        .where('user_id', '=', userId)
+        .where('code_hash', '=', hash)
+        .where('used_at', 'is', null)
+        .executeTakeFirst();
+      return Number(r.numUpdatedRows) > 0;
+    },
+    async deleteRecoveryCodes(userId) {
+      const r = await q.deleteFrom('recovery_codes').where('user_id', '=', userId).executeTakeFirst();
+      return Number(r.numDeletedRows);
+    },
+    async getFailures(userId) {
+      const r = await q.selectFrom('mfa_failures').selectAll().where('user_id', '=', userId).executeTakeFirst();
+      return r
+        ? {
+            user_id: r.user_id,
+            failures: num(r.failures),
+            window_start: num(r.window_start),
+            locked_until: numOrNull(r.locked_until),
+          }
+        : undefined;
+    },
+    async addFailure(userId, now, windowMs) {
+      // One statement per case so concurrent failures from several sessions are all counted.
+      const inWindow = await q
+        .updateTable('mfa_failures')
+        .set((eb) => ({ failures: eb('failures', '+', 1) }))
+        .where('user_id', '=', userId)
+        .where('window_start', '>', now - windowMs)
+        .returning('failures')
+        .executeTakeFirst();
+      if (inWindow) return num(inWindow.failures);
+      const r = await q
+        .insertInto('mfa_failures')
+        .values({ user_id: userId, failures: 1, window_start: now, locked_until: null })
+        .onConflict((oc) => oc.column('user_id').doUpdateSet({ failures: 1, window_start: now }))
+        .returning('failures')
+        .executeTakeFirstOrThrow();
+      return num(r.failures);
+    },
+    async lock(userId, until, now) {
+      await q
+        .insertInto('mfa_failures')
+        .values({ user_id: userId, failures: 0, window_start: now, locked_until: until })
+        .onConflict((oc) => oc.column('user_id').doUpdateSet({ failures: 0, window_start: now, locked_until: until }))
+        .execute();
+    },
+    async resetFailures(userId) {
+      await q.deleteFrom('mfa_failures').where('user_id', '=', userId).execute();
+    },
+    async putChallenge(key, challenge, expiresAt) {
+      await q
+        .insertInto('mfa_challenges')
+        .values({ id: key, challenge, expires_at: expiresAt })
+        .onConflict((oc) => oc.column('id').doUpdateSet({ challenge, expires_at: expiresAt }))
+        .execute();
+    },
+    async takeChallenge(key, now) {
+      const r = await q.deleteFrom('mfa_challenges').where('id', '=', key).returningAll().executeTakeFirst();
+      await q.deleteFrom('mfa_challenges').where('expires_at', '<', now).execute();
+      return r && num(r.expires_at) > now ? r.challenge : undefined;
+    },
   };
 }
 
@@ -719,6 +888,7 @@ function bindStores(q: Q): Stores {
     consents,
     authorizationRequests,
     deviceCodes,
+    mfa: mfaStore(q),
   };
 }
 
@@ -741,6 +911,7 @@ class SqlStorage implements Storage {
   consents: ConsentStore;
   authorizationRequests: AuthorizationRequestStore;
   deviceCodes: DeviceCodeStore;
+  mfa: MfaStore;
 
   private readonly file: string | undefined;
 
@@ -765,6 +936,7 @@ class SqlStorage implements Storage {
     this.consents = s.consents;
     this.authorizationRequests = s.authorizationRequests;
     this.deviceCodes = s.deviceCodes;
+    this.mfa = s.mfa;
   }
 
   withTransaction<T>(fn: (tx: Stores) => Promise<T>): Promise<T> {

@@ -175,4 +175,40 @@ export interface DB {
     decided_at: number | null;
     redeemed_at: number | null;
   };
+  mfa_totp: {
+    user_id: string;
+    secret_enc: string;
+    confirmed: number;
+    last_step: number;
+    created_at: number;
+    confirmed_at: number | null;
+    last_used_at: number | null;
+  };
+  webauthn_credentials: {
+    id: string;
+    user_id: string;
+    public_key: string;
+    counter: number;
+    transports: string;
+    name: string;
+    created_at: number;
+    last_used_at: number | null;
+  };
+  recovery_codes: {
+    user_id: string;
+    code_hash: string;
+    created_at: number;
+    used_at: number | null;
+  };
+  mfa_failures: {
+    user_id: string;
+    failures: number;
+    window_start: number;
+    locked_until: number | null;
+  };
+  mfa_challenges: {
+    id: string;
+    challenge: string;
+    expires_at: number;
+  };
 }
