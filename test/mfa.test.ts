@@ -483,3 +483,32 @@ describe('policy tightened after a grant was made or while a device request wait
     expect(late.json!.error).toBe('invalid_grant');
   });
 });
+
+describe('the factor step is rate limited per address across accounts (throttle.mfa_per_ip)', () => {
+  let server: RunningServer;
+  beforeAll(async () => {
+    const config = baseConfig({ max_failures: 50 });
+    config.throttle = { mfa_per_ip: { limit: 3, window: '5m' } };
+    server = await startServer(config);
+  });
+  afterAll(async () => server?.close());
+
+  it('a fourth code from one address in the window gets 429 with Retry-After, even for the right code', async () => {
+    // Two accounts, one address: the per-account lock (50) is far away; the address limit (3) is not.
+    const pages: Array<{ b: Browser; page: Res }> = [];
+    for (const user of [ALICE, CAROL]) {
+      const b = new Browser(server.url);
+      const page = await b.follow(await password(b, await b.get(authorizeUrl().url), user));
+      pages.push({ b, page });
+    }
+    for (const i of [0, 1, 0]) {
+      const r = await postTotp(pages[i]!.b, pages[i]!.page, wrongCode(CAROL_SECRET, await serverNow(server)));
+      expect(r.status).toBe(401);
+    }
+    const right = await postTotp(pages[1]!.b, pages[1]!.page, totpCode(CAROL_SECRET, await serverNow(server)));
+    expect(right.status).toBe(429);
+    expect(Number(right.headers.get('retry-after'))).toBeGreaterThan(0);
+    const hits = await readEvents(server, "WHERE type = 'rate_limit.hit'");
+    expect(hits.map((e) => e.data.rule)).toContain('mfa_per_ip');
+  });
+});
