@@ -44,7 +44,19 @@ export const GRANT_TYPES = [
 ] as const;
 
 /** Algorithms accepted on DPoP proofs (RFC 9449 §4.3): asymmetric only; none and HMAC are never accepted. */
-export const DPOP_ALGORITHMS = ['ES256', 'ES384', 'ES512', 'EdDSA', 'PS256', 'PS384', 'PS512', 'RS256', 'RS384', 'RS512'] as const;
+export const DPOP_ALGORITHMS = [
+  'ES256',
+  'ES384',
+  'ES512',
+  'EdDSA',
+  'Ed25519',
+  'PS256',
+  'PS384',
+  'PS512',
+  'RS256',
+  'RS384',
+  'RS512',
+] as const;
 
 /** Algorithms accepted on client assertions (RFC 7523); none and HMAC are never accepted. */
 export const ASSERTION_ALGORITHMS = [
@@ -248,7 +260,9 @@ export const configSchema = z.strictObject({
         .array(z.enum(DPOP_ALGORITHMS))
         .min(1)
         .default([...DPOP_ALGORITHMS])
-        .describe('Algorithms accepted on DPoP proofs (asymmetric only; none and HMAC never are). Published in discovery.'),
+        .describe(
+          'Algorithms accepted on DPoP proofs (asymmetric only; none and HMAC never are). Published in discovery.',
+        ),
       iat_window: duration('60s')
         .refine((v) => v >= 1 && v <= 600, { message: 'must be between 1s and 10m' })
         .describe(

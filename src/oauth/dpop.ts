@@ -154,10 +154,8 @@ export async function verifyDpopProof(ctx: DpopContext, check: DpopProofCheck): 
   if (typeof j.kty !== 'string' || !PUBLIC_KTYS.has(j.kty)) fail('the DPoP proof jwk must be a public key');
   if (PRIVATE_MEMBERS.some((m) => m in j)) fail('the DPoP proof jwk must not contain private key material');
   // Step 6: the signature verifies with that key.
-  let key: Awaited<ReturnType<typeof importJWK>>;
   try {
-    key = await importJWK(j as JWK, alg as string);
-    await compactVerify(proof, key, { algorithms: [alg as string] });
+    await compactVerify(proof, await importJWK(j as JWK, alg as string), { algorithms: [alg as string] });
   } catch {
     return fail('the DPoP proof signature does not verify with its jwk');
   }
@@ -171,7 +169,8 @@ export async function verifyDpopProof(ctx: DpopContext, check: DpopProofCheck): 
   if (htm !== check.method) fail('the DPoP proof htm does not match the request method');
   // Step 9: htu, without query and fragment, normalised.
   const want = normalizeHtu(check.url);
-  if (want === undefined || normalizeHtu(htu as string) !== want) fail('the DPoP proof htu does not match the request URL');
+  if (want === undefined || normalizeHtu(htu as string) !== want)
+    fail('the DPoP proof htu does not match the request URL');
   // Step 11: iat within the acceptance window (either way: a future iat is a wrong clock or a pre-made proof).
   const nowMs = ctx.clock.nowMs();
   const windowS = ctx.config.dpop.iat_window;
