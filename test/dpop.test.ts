@@ -233,6 +233,27 @@ describe('oauth4webapi as the client', () => {
     expect(wrong2.json?.error).toBe('invalid_grant');
   });
 
+  it('/userinfo refuses a DPoP-bound token presented as a Bearer token (RFC 9449 §7.1)', async () => {
+    const k = await keyPair();
+    const { url, verifier } = authorizeUrl({ scope: 'openid orders:read' });
+    const q = await codeFlow(new Browser(server.url), url);
+    const form = {
+      grant_type: 'authorization_code',
+      client_id: 'web',
+      code: q.code!,
+      code_verifier: verifier,
+      redirect_uri: WEB_CB,
+    };
+    const r = await postForm(`${server.url}/token`, form, { headers: { dpop: await proof(k) } });
+    expect(r.status, r.text).toBe(200);
+    const at = r.json?.access_token as string;
+    expect(decodeJwt(at).aud).toContain(`${server.issuer}/userinfo`);
+    const ui = await fetch(`${server.url}/userinfo`, { headers: { authorization: `Bearer ${at}` } });
+    expect(ui.status).toBe(401);
+    expect(ui.headers.get('www-authenticate')).toMatch(/invalid_token/);
+    expect(((await ui.json()) as Record<string, string>).error_description).toMatch(/DPoP-bound/);
+  });
+
   it('a public client that did not use DPoP gets an unbound refresh token (refreshes without a proof)', async () => {
     const { url, verifier } = authorizeUrl({ scope: 'orders:read' });
     const q = await codeFlow(new Browser(server.url), url);
