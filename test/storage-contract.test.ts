@@ -179,6 +179,7 @@ function refresh(hash: string, over: Partial<RefreshTokenRecord> = {}): RefreshT
     expires_at: T0 + 30 * 86_400_000,
     rotated_at: null,
     replaced_by: null,
+    jkt: null,
     ...over,
   };
 }
@@ -620,6 +621,15 @@ describe.each(backends)('storage contract: %s', (name, make, available) => {
       expect(await s.refreshTokens.get('r3')).toBeUndefined();
       expect(await s.refreshTokens.rotate('nope', refresh('r4'), T0)).toEqual({ status: 'not_found' });
       expect(await s.refreshTokens.purgeExpired(T0 + 86_400_001)).toBe(2);
+    });
+
+    it('refresh tokens: a DPoP-bound token keeps its jkt through insert, get and rotate (RFC 9449 §5)', async () => {
+      const jkt = 'NzbLsXh8uDCcd-6MNwXF4W_7noWXFZAfHkxZsRGC9Xs';
+      await s.refreshTokens.insert(refresh('rj1', { jkt }));
+      expect((await s.refreshTokens.get('rj1'))?.jkt).toBe(jkt);
+      const r = await s.refreshTokens.rotate('rj1', refresh('rj2', { jkt }), T0 + 5);
+      expect(r.status === 'rotated' && r.previous.jkt).toBe(jkt);
+      expect(await s.refreshTokens.get('rj2')).toEqual(refresh('rj2', { jkt }));
     });
 
     it('refresh tokens: concurrent rotations of one token in transactions -> exactly one wins', async () => {

@@ -93,6 +93,7 @@ export async function reconcileConfig(
             .concat([
               ['refresh_token_requires_offline_access', c.refresh_token_requires_offline_access],
               ['require_mfa', c.require_mfa],
+              ['dpop_bound_access_tokens', c.dpop_bound_access_tokens],
             ]),
         ),
         source: 'config',

@@ -43,6 +43,21 @@ export const GRANT_TYPES = [
   'urn:ietf:params:oauth:grant-type:device_code',
 ] as const;
 
+/** Algorithms accepted on DPoP proofs (RFC 9449 §4.3): asymmetric only; none and HMAC are never accepted. */
+export const DPOP_ALGORITHMS = [
+  'ES256',
+  'ES384',
+  'ES512',
+  'EdDSA',
+  'Ed25519',
+  'PS256',
+  'PS384',
+  'PS512',
+  'RS256',
+  'RS384',
+  'RS512',
+] as const;
+
 /** Algorithms accepted on client assertions (RFC 7523); none and HMAC are never accepted. */
 export const ASSERTION_ALGORITHMS = [
   'ES256',
@@ -144,6 +159,12 @@ export const clientSchema = z.strictObject({
     .describe(
       'Every sign-in for this client needs a second factor (TOTP, passkey or recovery code), whatever mfa.required says.',
     ),
+  dpop_bound_access_tokens: z
+    .boolean()
+    .default(false)
+    .describe(
+      'Every token request of this client must carry a DPoP proof, and its access tokens are always DPoP-bound (RFC 9449 §5.2).',
+    ),
   refresh_token_requires_offline_access: z
     .boolean()
     .default(true)
@@ -231,6 +252,33 @@ export const configSchema = z.strictObject({
       client_assertion_max_lifetime: duration('5m').describe(
         'Longest exp - iat accepted on private_key_jwt assertions.',
       ),
+    })
+    .prefault({}),
+  dpop: z
+    .strictObject({
+      signing_algs: z
+        .array(z.enum(DPOP_ALGORITHMS))
+        .min(1)
+        .default([...DPOP_ALGORITHMS])
+        .describe(
+          'Algorithms accepted on DPoP proofs (asymmetric only; none and HMAC never are). Published in discovery.',
+        ),
+      iat_window: duration('60s')
+        .refine((v) => v >= 1 && v <= 600, { message: 'must be between 1s and 10m' })
+        .describe(
+          'A DPoP proof is accepted only while its iat is within this long of now (either way); its jti is remembered this long (plus tokens.clock_skew) to refuse replays (RFC 9449 §11.1).',
+        ),
+      require_nonce: z
+        .boolean()
+        .default(false)
+        .describe(
+          'Every DPoP proof at /token must carry a server nonce (RFC 9449 §8): a proof without one (or with a stale one) gets use_dpop_nonce and a DPoP-Nonce header.',
+        ),
+      nonce_rotation: duration('5m')
+        .refine((v) => v >= 10 && v <= 86400, { message: 'must be between 10s and 24h' })
+        .describe(
+          'A new nonce every this long; a nonce is accepted during its own period and the next one (so for at most twice this). Stateless (derived from the KEK and the time), so every node agrees.',
+        ),
     })
     .prefault({}),
   limits: z

@@ -27,6 +27,9 @@ export type OAuthErrorCode =
   | 'authorization_pending'
   | 'slow_down'
   | 'expired_token'
+  // DPoP (RFC 9449 §12.2): a bad proof; the server wants a proof carrying its nonce (§8)
+  | 'invalid_dpop_proof'
+  | 'use_dpop_nonce'
   // Pages (not OAuth codes; shown on error pages only)
   | 'invalid_csrf_token'
   | 'not_found';
@@ -160,6 +163,28 @@ export class SlowDown extends OAuthError {
 export class ExpiredToken extends OAuthError {
   constructor(description = 'the device_code has expired; start a new device authorization') {
     super('expired_token', 400, description);
+  }
+}
+
+/**
+ * RFC 9449 §5 (token endpoint: 400) / §7.1 (a resource server, e.g. the gateway, answers 401 with a DPoP
+ * challenge instead: it maps this error itself). The description names the failed check, never key material.
+ */
+export class InvalidDpopProof extends OAuthError {
+  constructor(description: string) {
+    super('invalid_dpop_proof', 400, description);
+  }
+}
+
+/**
+ * RFC 9449 §8: the proof lacks the server's current nonce (or carries a stale one). The fresh nonce goes in the
+ * DPoP-Nonce header; the client retries with it. 400 at the token endpoint; the gateway maps it to 401 (§9).
+ */
+export class UseDpopNonce extends OAuthError {
+  readonly nonce: string;
+  constructor(nonce: string, description = 'the DPoP proof must carry the nonce given in the DPoP-Nonce header') {
+    super('use_dpop_nonce', 400, description, { 'dpop-nonce': nonce });
+    this.nonce = nonce;
   }
 }
 

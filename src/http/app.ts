@@ -5,6 +5,7 @@ import type { OffsetClock } from '../lib/clock.ts';
 import { randomId } from '../lib/crypto.ts';
 import type { ClientAuthInput } from '../oauth/client-auth/authenticate.ts';
 import type { OAuthContext, RequestMeta } from '../oauth/context.ts';
+import { currentDpopNonce } from '../oauth/dpop.ts';
 import { deviceAuthorizationEndpoint } from '../oauth/endpoints/device-authorization.ts';
 import { discoveryDocument, PATHS } from '../oauth/endpoints/discovery.ts';
 import { introspectionEndpoint } from '../oauth/endpoints/introspect.ts';
@@ -162,10 +163,18 @@ export async function buildApp(opts: AppOptions) {
     const refused = await limitRequest(ctx, action, meta(req));
     if (refused) throw new RateLimited(refused.retryAfter);
   };
+  // RFC 9449 §4.3 step 9: the proof's htu must be the URL the client addressed. That is the token_endpoint this
+  // server publishes (issuer-based), not what a reverse proxy in front of it forwards as Host.
+  const tokenUrl = ctx.config.issuer + PATHS.token;
   app.post(PATHS.token, async (req, reply) => {
     await limitApi('token', req);
     await ctx.refresh();
-    const res = await tokenEndpoint(ctx, formInput(req), meta(req));
+    const input = formInput(req);
+    const proof = req.headers.dpop;
+    if (proof !== undefined) input.dpop = { proof, method: req.method, url: tokenUrl };
+    const res = await tokenEndpoint(ctx, input, meta(req));
+    // RFC 9449 §8.2: with nonces required, every DPoP response hands out the current nonce for the next request.
+    if (proof !== undefined && ctx.config.dpop.require_nonce) reply.header('dpop-nonce', currentDpopNonce(ctx));
     return reply.headers(tokenHeaders).send(res);
   });
   app.post(PATHS.introspect, async (req, reply) => {

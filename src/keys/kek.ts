@@ -1,4 +1,4 @@
-import { createCipheriv, createDecipheriv, randomBytes } from 'node:crypto';
+import { createCipheriv, createDecipheriv, createHmac, randomBytes } from 'node:crypto';
 import { chmodSync, existsSync, mkdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import { ConfigError } from '../errors/oauth-error.ts';
@@ -23,6 +23,15 @@ export class Kek {
     c.setAAD(Buffer.from(aad));
     const ct = Buffer.concat([c.update(plaintext, 'utf8'), c.final()]);
     return ['v1', iv.toString('base64url'), ct.toString('base64url'), c.getAuthTag().toString('base64url')].join('.');
+  }
+
+  /**
+   * A 32-byte key for one purpose (HMAC-SHA256 of the label under the KEK): every node sharing the KEK derives the
+   * same one, and knowing it reveals nothing about the KEK or other purposes' keys. Used for the stateless DPoP
+   * nonces (oauth/dpop.ts).
+   */
+  deriveKey(label: string): Buffer {
+    return createHmac('sha256', this.key).update(`portcullis derived key: ${label}`).digest();
   }
 
   /** Throws when the ciphertext was not made under this KEK (or was altered). */

@@ -162,6 +162,11 @@ export interface RefreshTokenRecord {
   /** Set when the token was exchanged (spent); presenting it again is reuse (RFC 9700 §4.14.2). */
   rotated_at: number | null;
   replaced_by: string | null;
+  /**
+   * RFC 9449 §5: a public client's refresh token bound to its DPoP key (RFC 7638 thumbprint); refreshing it needs
+   * a proof made with that key. Null when unbound (confidential clients authenticate instead).
+   */
+  jkt: string | null;
 }
 
 export type RefreshRotateResult =

@@ -7,6 +7,15 @@ import { JWT_BEARER_ASSERTION, verifyClientAssertion } from './private-key-jwt.t
 export interface ClientAuthInput {
   authorization?: string | undefined;
   params: Readonly<Record<string, string>>;
+  /** Token endpoint only: the request's DPoP header(s) (RFC 9449 §4) with the method and URL the proof must name. */
+  dpop?: DpopRequest | undefined;
+}
+
+/** A DPoP header as received, with what its htm and htu must be (the HTTP layer knows the public URL). */
+export interface DpopRequest {
+  proof: string | string[];
+  method: string;
+  url: string;
 }
 
 export interface AuthenticatedClient {

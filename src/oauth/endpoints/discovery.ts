@@ -59,6 +59,8 @@ export function discoveryDocument(ctx: OAuthContext): Record<string, unknown> {
     revocation_endpoint_auth_methods_supported: [...authMethods, 'none'],
     revocation_endpoint_auth_signing_alg_values_supported: [...ASSERTION_ALGORITHMS],
     access_token_signing_alg_values_supported: [ctx.config.keys.algorithm],
+    // RFC 9449 §5.1: DPoP proofs are accepted at /token with these algorithms.
+    dpop_signing_alg_values_supported: [...ctx.config.dpop.signing_algs],
     // OpenID Provider metadata (OIDC Discovery §3).
     userinfo_endpoint: iss + PATHS.userinfo,
     id_token_signing_alg_values_supported: [ctx.config.keys.algorithm],

@@ -42,7 +42,8 @@ export async function introspectionEndpoint(
         active: true,
         scope: c.scope ?? '',
         client_id: c.client_id,
-        token_type: 'Bearer',
+        // RFC 9449 §6.2: a DPoP-bound token says so, with its key's thumbprint.
+        token_type: c.cnf ? 'DPoP' : 'Bearer',
         exp: c.exp,
         iat: c.iat,
         ...(typeof c.nbf === 'number' ? { nbf: c.nbf } : {}),
@@ -50,6 +51,7 @@ export async function introspectionEndpoint(
         aud: c.aud,
         iss: c.iss,
         jti: c.jti,
+        ...(c.cnf ? { cnf: c.cnf } : {}),
       };
     }
   }

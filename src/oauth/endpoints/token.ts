@@ -1,9 +1,16 @@
-import { InvalidRequest, OAuthError, UnauthorizedClient, UnsupportedGrantType } from '../../errors/oauth-error.ts';
+import {
+  InvalidDpopProof,
+  InvalidRequest,
+  OAuthError,
+  UnauthorizedClient,
+  UnsupportedGrantType,
+} from '../../errors/oauth-error.ts';
 import { authenticateClient, type ClientAuthInput } from '../client-auth/authenticate.ts';
 import { eventBase, type OAuthContext, type RequestMeta } from '../context.ts';
 import { DEVICE_CODE_GRANT } from '../device/common.ts';
+import { verifyDpopProof } from '../dpop.ts';
 import { authorizationCodeGrant } from '../grants/authorization-code.ts';
-import { clientCredentialsGrant, type TokenResponse } from '../grants/client-credentials.ts';
+import { clientCredentialsGrant, type GrantDpop, type TokenResponse } from '../grants/client-credentials.ts';
 import { deviceCodeGrant } from '../grants/device-code.ts';
 import { refreshTokenGrant } from '../grants/refresh-token.ts';
 
@@ -21,7 +28,30 @@ export const GRANT_HANDLERS: Readonly<Record<string, GrantHandler>> = {
  * Answers that are part of normal polling (RFC 8628 §3.5), not failures: a device asks every few seconds until the
  * user decides, so recording each would flood the event log. slow_down (a misbehaving client) is still recorded.
  */
-const NOT_A_FAILURE = new Set(['authorization_pending']);
+const NOT_A_FAILURE = new Set(['authorization_pending', 'use_dpop_nonce']);
+
+/**
+ * RFC 9449 §5: checks the request's DPoP proof (htm POST, htu this endpoint's URL, no ath: no access token is
+ * presented here). A client registered with dpop_bound_access_tokens must send one (§5.2).
+ */
+async function tokenRequestDpop(
+  ctx: OAuthContext,
+  client: { client_id: string; metadata: Record<string, unknown> },
+  input: ClientAuthInput,
+): Promise<GrantDpop | undefined> {
+  if (input.dpop === undefined) {
+    if (client.metadata.dpop_bound_access_tokens === true)
+      throw new InvalidDpopProof('this client must send a DPoP proof (dpop_bound_access_tokens)');
+    return undefined;
+  }
+  const { jkt } = await verifyDpopProof(ctx, {
+    proof: input.dpop.proof,
+    method: input.dpop.method,
+    url: input.dpop.url,
+    requireNonce: ctx.config.dpop.require_nonce,
+  });
+  return { jkt };
+}
 
 /** RFC 6749 §3.2 token endpoint: authenticate the client, check the grant, run its handler. */
 export async function tokenEndpoint(
@@ -39,7 +69,12 @@ export async function tokenEndpoint(
     clientId = client.client_id;
     if (!client.grant_types.includes(grantType))
       throw new UnauthorizedClient(`this client may not use grant_type ${grantType}`);
-    const res = await handler(ctx, client, input.params, meta);
+    // No DPoP header and no DPoP policy: nothing more to do (the client_credentials hot path stays as it was).
+    const dpop =
+      input.dpop === undefined && client.metadata.dpop_bound_access_tokens !== true
+        ? undefined
+        : await tokenRequestDpop(ctx, client, input);
+    const res = await handler(ctx, client, input.params, meta, dpop);
     ctx.metrics.tokenIssued(clientId, grantType);
     return res;
   } catch (e) {

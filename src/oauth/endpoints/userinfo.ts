@@ -46,6 +46,10 @@ export async function userinfoEndpoint(
   const now = Math.floor(ctx.clock.nowMs() / 1000);
   if (c.exp <= now) throw new InvalidToken('the access token has expired');
   if (isRevoked(ctx, v)) throw new InvalidToken('the access token was revoked');
+  // RFC 9449 §7.1: a DPoP-bound token is never accepted as a bearer token (that would undo the binding). This
+  // endpoint takes bearer tokens only; DPoP-bound tokens are for the gateway's DPoP-checking routes.
+  if (c.cnf !== undefined)
+    throw new InvalidToken('the access token is DPoP-bound and cannot be used as a Bearer token');
   const auds = Array.isArray(c.aud) ? c.aud : [c.aud];
   if (!auds.includes(userinfoAudience(ctx))) throw new InvalidToken('the access token is not meant for userinfo');
   const scopes = new Set((c.scope ?? '').split(' '));

@@ -3,7 +3,7 @@ import { InvalidGrant, InvalidRequest } from '../../errors/oauth-error.ts';
 import { constantTimeEqual, sha256Hex } from '../../lib/crypto.ts';
 import type { ClientRecord } from '../../storage/ports.ts';
 import type { OAuthContext, RequestMeta } from '../context.ts';
-import type { TokenResponse } from './client-credentials.ts';
+import type { GrantDpop, TokenResponse } from './client-credentials.ts';
 import { buildUserTokens, refreshAllowed, revokeOnReplay } from './user-tokens.ts';
 
 const REPLAY = { type: 'authorization_code.replayed', reason: 'authorization_code_replayed' } as const;
@@ -26,6 +26,7 @@ export async function authorizationCodeGrant(
   client: ClientRecord,
   params: Readonly<Record<string, string>>,
   meta: RequestMeta,
+  dpop?: GrantDpop,
 ): Promise<TokenResponse> {
   const value = params.code;
   if (!value) throw new InvalidRequest('code is required');
@@ -62,6 +63,7 @@ export async function authorizationCodeGrant(
       grantType: 'authorization_code',
       scopes,
       resource: params.resource,
+      jkt: dpop?.jkt,
       nonce: code.nonce,
       refresh: refreshAllowed(client, scopes)
         ? { absoluteExpiresAt: grant.created_at + ctx.config.tokens.refresh_token_absolute_ttl * 1000 }

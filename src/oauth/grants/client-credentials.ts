@@ -3,6 +3,11 @@ import type { ClientRecord } from '../../storage/ports.ts';
 import type { OAuthContext, RequestMeta } from '../context.ts';
 import { issueAccessToken } from '../tokens/access-token.ts';
 
+/** A verified DPoP proof that came with the token request (RFC 9449 §5): the tokens are bound to its key. */
+export interface GrantDpop {
+  jkt: string;
+}
+
 export interface TokenResponse {
   access_token: string;
   token_type: string;
@@ -62,12 +67,20 @@ export async function clientCredentialsGrant(
   client: ClientRecord,
   params: Readonly<Record<string, string>>,
   meta: RequestMeta,
+  dpop?: GrantDpop,
 ): Promise<TokenResponse> {
   const resource = resolveResource(ctx, client, params.resource);
   const scopes = resolveScopes(ctx, client, resource, params.scope);
   const t = await issueAccessToken(
     ctx,
-    { clientId: client.client_id, sub: client.client_id, resource, scopes, grantType: 'client_credentials' },
+    {
+      clientId: client.client_id,
+      sub: client.client_id,
+      resource,
+      scopes,
+      grantType: 'client_credentials',
+      jkt: dpop?.jkt,
+    },
     meta,
   );
   return { access_token: t.access_token, token_type: t.token_type, expires_in: t.expires_in, scope: t.scope };

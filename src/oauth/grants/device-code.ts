@@ -10,7 +10,7 @@ import { randomId, sha256Hex } from '../../lib/crypto.ts';
 import type { ClientRecord, GrantRecord } from '../../storage/ports.ts';
 import type { OAuthContext, RequestMeta } from '../context.ts';
 import { DEVICE_CODE_GRANT, deviceRef } from '../device/common.ts';
-import type { TokenResponse } from './client-credentials.ts';
+import type { GrantDpop, TokenResponse } from './client-credentials.ts';
 import { buildUserTokens, refreshAllowed } from './user-tokens.ts';
 
 /**
@@ -28,6 +28,7 @@ export async function deviceCodeGrant(
   client: ClientRecord,
   params: Readonly<Record<string, string>>,
   meta: RequestMeta,
+  dpop?: GrantDpop,
 ): Promise<TokenResponse> {
   const value = params.device_code;
   if (!value) throw new InvalidRequest('device_code is required');
@@ -76,6 +77,7 @@ export async function deviceCodeGrant(
       grantType: DEVICE_CODE_GRANT,
       scopes,
       resource: params.resource,
+      jkt: dpop?.jkt,
       refresh: refreshAllowed(client, scopes)
         ? { absoluteExpiresAt: grant.created_at + ctx.config.tokens.refresh_token_absolute_ttl * 1000 }
         : undefined,

@@ -1,8 +1,8 @@
-import { InvalidGrant, InvalidRequest } from '../../errors/oauth-error.ts';
+import { InvalidDpopProof, InvalidGrant, InvalidRequest } from '../../errors/oauth-error.ts';
 import { sha256Hex } from '../../lib/crypto.ts';
 import type { ClientRecord } from '../../storage/ports.ts';
 import type { OAuthContext, RequestMeta } from '../context.ts';
-import type { TokenResponse } from './client-credentials.ts';
+import type { GrantDpop, TokenResponse } from './client-credentials.ts';
 import { buildUserTokens, narrowScopes, refreshRef, revokeOnReplay } from './user-tokens.ts';
 
 const reuse = (hash: string) =>
@@ -19,6 +19,7 @@ export async function refreshTokenGrant(
   client: ClientRecord,
   params: Readonly<Record<string, string>>,
   meta: RequestMeta,
+  dpop?: GrantDpop,
 ): Promise<TokenResponse> {
   const value = params.refresh_token;
   if (!value) throw new InvalidRequest('refresh_token is required');
@@ -30,6 +31,12 @@ export async function refreshTokenGrant(
   // Bound to its client (RFC 6749 §6): another client's token is refused without touching the family.
   if (rec.client_id !== client.client_id) throw new InvalidGrant('the refresh token was issued to another client');
   if (rec.rotated_at !== null) return revokeOnReplay(ctx, rec.grant_id, meta, reuse(hash));
+  // RFC 9449 §5: a bound refresh token is usable only with a proof made with its key. Refused without touching the
+  // family: the holder of the key still has a good token, and a thief without the key gains nothing by trying.
+  if (rec.jkt !== null) {
+    if (!dpop) throw new InvalidDpopProof('this refresh token is DPoP-bound: a DPoP proof with its key is required');
+    if (dpop.jkt !== rec.jkt) throw new InvalidGrant('the refresh token is bound to another DPoP key');
+  }
   const now = ctx.clock.nowMs();
   const grant = await ctx.storage.grants.get(rec.grant_id);
   if (!grant || grant.revoked_at !== null) throw new InvalidGrant('the grant was revoked');
@@ -48,6 +55,7 @@ export async function refreshTokenGrant(
       grantType: 'refresh_token',
       scopes,
       resource: params.resource,
+      jkt: dpop?.jkt,
       refresh: { absoluteExpiresAt: rec.expires_at },
     },
     meta,

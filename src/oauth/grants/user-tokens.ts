@@ -88,6 +88,8 @@ export interface UserTokenRequest {
   nonce?: string | null;
   /** Issue a (new) refresh token; absoluteExpiresAt carries the family's end over rotations. */
   refresh?: { absoluteExpiresAt: number } | undefined;
+  /** The verified DPoP proof's key thumbprint: binds the access token and, for a public client, the refresh token. */
+  jkt?: string | undefined;
 }
 
 export interface UserTokens {
@@ -121,6 +123,7 @@ export async function buildUserTokens(ctx: OAuthContext, r: UserTokenRequest, me
       authTime: r.grant.auth_time,
       acr: r.grant.acr,
       amr: r.grant.amr,
+      jkt: r.jkt,
     },
     meta,
   );
@@ -161,6 +164,9 @@ export async function buildUserTokens(ctx: OAuthContext, r: UserTokenRequest, me
       expires_at: r.refresh.absoluteExpiresAt,
       rotated_at: null,
       replaced_by: null,
+      // RFC 9449 §5: a public client's refresh token is bound to the key; a confidential client's is bound to the
+      // client by its authentication already.
+      jkt: r.jkt !== undefined && r.client.token_endpoint_auth_method === 'none' ? r.jkt : null,
     };
     response.refresh_token = value;
     events.push({
@@ -175,6 +181,7 @@ export async function buildUserTokens(ctx: OAuthContext, r: UserTokenRequest, me
         scope: refresh.scope,
         idle_expires_at: refresh.idle_expires_at,
         expires_at: refresh.expires_at,
+        ...(refresh.jkt ? { jkt: refresh.jkt } : {}),
       },
     });
   }

@@ -16,11 +16,13 @@ export interface AccessTokenGrant {
   authTime?: number | null;
   acr?: string | null;
   amr?: string[] | null;
+  /** RFC 9449 §6.1: the thumbprint of the client's DPoP key; the token then carries cnf.jkt and is a DPoP token. */
+  jkt?: string | undefined;
 }
 
 export interface IssuedAccessToken {
   access_token: string;
-  token_type: 'Bearer';
+  token_type: 'Bearer' | 'DPoP';
   expires_in: number;
   scope: string;
   jti: string;
@@ -42,6 +44,8 @@ export interface PreparedAccessToken {
   ttl: number;
   scope: string;
   jti: string;
+  /** Bound to a DPoP key (token_type DPoP, RFC 9449 §5). */
+  dpop: boolean;
 }
 
 /** Builds the RFC 9068 claims and the token.issued event (no I/O). */
@@ -66,6 +70,7 @@ export function prepareAccessToken(ctx: OAuthContext, grant: AccessTokenGrant, m
   if (typeof grant.authTime === 'number') claims.auth_time = Math.floor(grant.authTime / 1000);
   if (grant.acr) claims.acr = grant.acr;
   if (grant.amr?.length) claims.amr = grant.amr;
+  if (grant.jkt) claims.cnf = { jkt: grant.jkt };
   const signer = ctx.keys.current();
   const event: SecurityEvent = {
     type: 'token.issued',
@@ -77,7 +82,8 @@ export function prepareAccessToken(ctx: OAuthContext, grant: AccessTokenGrant, m
     grant_id: grant.grantId ?? null,
     data: { token_type: 'access_token', grant_type: grant.grantType, aud: grant.resource, scope, exp, kid: signer.kid },
   };
-  return { claims, event, signer, ttl, scope, jti };
+  if (grant.jkt) event.data.jkt = grant.jkt;
+  return { claims, event, signer, ttl, scope, jti, dpop: !!grant.jkt };
 }
 
 /** Signs a prepared token (on the signer pool). The caller makes its event durable before releasing it. */
@@ -85,7 +91,7 @@ export async function signAccessToken(ctx: OAuthContext, p: PreparedAccessToken)
   const signed = await ctx.keys.signJwt('at+jwt', p.claims, p.signer);
   return {
     access_token: signed.token,
-    token_type: 'Bearer',
+    token_type: p.dpop ? 'DPoP' : 'Bearer',
     expires_in: p.ttl,
     scope: p.scope,
     jti: p.jti,

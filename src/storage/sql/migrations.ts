@@ -358,5 +358,11 @@ export function migrations(dialect: 'sqlite' | 'postgres'): Record<string, Migra
           .execute();
       },
     },
+    '0007_dpop': {
+      // Issue 5: a public client's refresh tokens are bound to its DPoP key (RFC 9449 §5); null for unbound ones.
+      async up(db: Kysely<unknown>) {
+        await db.schema.alterTable('refresh_tokens').addColumn('jkt', 'text').execute();
+      },
+    },
   };
 }

@@ -138,6 +138,7 @@ export interface DB {
     expires_at: number;
     rotated_at: number | null;
     replaced_by: string | null;
+    jkt: string | null;
   };
   consents: {
     user_id: string;
