@@ -10,6 +10,7 @@ import { discoveryDocument, PATHS } from '../oauth/endpoints/discovery.ts';
 import { introspectionEndpoint } from '../oauth/endpoints/introspect.ts';
 import { parEndpoint } from '../oauth/endpoints/par.ts';
 import { revocationEndpoint } from '../oauth/endpoints/revoke.ts';
+import { revocationFeedEndpoint } from '../oauth/endpoints/revocation-feed.ts';
 import { tokenEndpoint } from '../oauth/endpoints/token.ts';
 import { userinfoEndpoint } from '../oauth/endpoints/userinfo.ts';
 import { LENIENT_FORM, NOT_FORM, parseForm, parseParamsLenient, type RawBody } from './form.ts';
@@ -177,6 +178,20 @@ export async function buildApp(opts: AppOptions) {
     await ctx.refresh({ force: true });
     await revocationEndpoint(ctx, formInput(req), meta(req));
     return reply.headers(tokenHeaders).send();
+  });
+
+  // The remote revocation feed (src/oauth/endpoints/revocation-feed.ts): GET with client_secret_basic and the
+  // query (?after=ID&wait=S), or POST with a form (any client authentication method, e.g. private_key_jwt).
+  app.get('/revocations', async (req, reply) => {
+    const q = req.query as Record<string, unknown>;
+    const params: Record<string, string> = Object.create(null);
+    for (const k of ['after', 'wait']) if (typeof q[k] === 'string') params[k] = q[k] as string;
+    const res = await revocationFeedEndpoint(ctx, { authorization: req.headers.authorization, params }, meta(req));
+    return reply.headers(tokenHeaders).send(res);
+  });
+  app.post('/revocations', async (req, reply) => {
+    const res = await revocationFeedEndpoint(ctx, formInput(req), meta(req));
+    return reply.headers(tokenHeaders).send(res);
   });
 
   // RFC 9126 §2.2: 201 with the request_uri; errors as at the token endpoint.
