@@ -61,7 +61,9 @@ export class RemoteRevocationFeed {
     this.o = o;
     this.fetchFn = o.fetch ?? fetch;
     // The set reconciles through the same endpoint (no wait).
-    this.set = new RevocationSet({ listAfter: async (after) => (await this.request(after, 0)).revocations.map(toRecord) });
+    this.set = new RevocationSet({
+      listAfter: async (after) => (await this.request(after, 0)).revocations.map(toRecord),
+    });
     this.set.maxFeedLagMs = o.maxFeedLagMs;
     this.set.feedDownSince = o.clock.nowMs();
     this.lastOkAt = o.clock.nowMs();
@@ -142,8 +144,7 @@ export class RemoteRevocationFeed {
   }
 
   private up(): void {
-    if (this.set.feedDownSince !== undefined)
-      this.o.log?.info({ url: this.o.url }, 'remote revocation feed connected');
+    if (this.set.feedDownSince !== undefined) this.o.log?.info({ url: this.o.url }, 'remote revocation feed connected');
     this.set.feedDownSince = undefined;
     this.set.busLive = true;
     this.lastOkAt = this.o.clock.nowMs();
@@ -154,7 +155,10 @@ export class RemoteRevocationFeed {
     if (this.set.feedDownSince === undefined) {
       // Down since the last answer: nothing is known to have arrived after it.
       this.set.feedDownSince = this.lastOkAt;
-      this.o.log?.warn({ url: this.o.url, err: err instanceof Error ? err.message : String(err) }, 'remote revocation feed lost');
+      this.o.log?.warn(
+        { url: this.o.url, err: err instanceof Error ? err.message : String(err) },
+        'remote revocation feed lost',
+      );
     }
     this.set.busLive = false;
     // Whatever happened while away is read in full before the feed counts as up again.

@@ -9,8 +9,8 @@ import { deviceAuthorizationEndpoint } from '../oauth/endpoints/device-authoriza
 import { discoveryDocument, PATHS } from '../oauth/endpoints/discovery.ts';
 import { introspectionEndpoint } from '../oauth/endpoints/introspect.ts';
 import { parEndpoint } from '../oauth/endpoints/par.ts';
-import { revocationEndpoint } from '../oauth/endpoints/revoke.ts';
 import { revocationFeedEndpoint } from '../oauth/endpoints/revocation-feed.ts';
+import { revocationEndpoint } from '../oauth/endpoints/revoke.ts';
 import { tokenEndpoint } from '../oauth/endpoints/token.ts';
 import { userinfoEndpoint } from '../oauth/endpoints/userinfo.ts';
 import { LENIENT_FORM, NOT_FORM, parseForm, parseParamsLenient, type RawBody } from './form.ts';
@@ -230,10 +230,12 @@ export async function buildApp(opts: AppOptions) {
   app.get('/healthz', async (_req, reply) => reply.header('cache-control', 'no-store').send({ status: 'ok' }));
   app.get('/readyz', async (_req, reply) => {
     const ok = await opts.ready().catch(() => false);
+    // Says which part is missing when the revocation feed is the reason (revocation.max_feed_lag exceeded).
+    const feed = ctx.revocations.healthy(ctx.clock.nowMs()) ? 'ok' : 'down';
     return reply
       .code(ok ? 200 : 503)
       .header('cache-control', 'no-store')
-      .send({ status: ok ? 'ready' : 'not_ready' });
+      .send({ status: ok ? 'ready' : 'not_ready', revocation_feed: feed });
   });
   app.get('/metrics', async (_req, reply) =>
     reply

@@ -29,6 +29,8 @@ export class RevocationFeed {
   /** Bumped on every loss, so a reconciliation that finishes after its channel dropped again changes nothing. */
   private readonly generation = new Map<string, number>();
   private lostReported = false;
+  /** Events whose write failed (the database may be what is down): written when a channel is back. */
+  private pending: SecurityEvent[] = [];
   private timer: NodeJS.Timeout | undefined;
   private firstUp: Promise<void>;
   private resolveFirstUp: () => void = () => {};
@@ -69,7 +71,7 @@ export class RevocationFeed {
 
   private receive(r: RevocationRecord | { id: number }): void {
     if ('kind' in r) this.o.set.add(r);
-    else void this.o.set.sync().catch((err) => this.o.log.error({ err }, 'revocation read failed'));
+    else void this.o.set.sync(r.id - 1).catch((err) => this.o.log.error({ err }, 'revocation read failed'));
   }
 
   private channelUp(name: string): void {
@@ -87,17 +89,16 @@ export class RevocationFeed {
         set.feedDownSince = undefined;
         this.o.onControl();
         this.resolveFirstUp();
+        void this.flush();
         log.info({ channel: name }, 'revocation bus connected');
         if (this.lostReported && downSince !== undefined) {
           this.lostReported = false;
-          void this.o
-            .event({
-              type: 'revocation.feed_restored',
-              at: clock.nowMs(),
-              actor: 'revocation_feed',
-              data: { channel: name, down_ms: clock.nowMs() - downSince },
-            })
-            .catch((err) => log.error({ err }, 'event write failed'));
+          this.write({
+            type: 'revocation.feed_restored',
+            at: clock.nowMs(),
+            actor: 'revocation_feed',
+            data: { channel: name, down_ms: clock.nowMs() - downSince },
+          });
         }
       })
       .catch((err) => {
@@ -123,18 +124,40 @@ export class RevocationFeed {
     if (this.lostReported || set.healthy(now) || set.feedDownSince === undefined) return;
     this.lostReported = true;
     log.error({ down_ms: now - set.feedDownSince }, 'revocation feed down longer than revocation.max_feed_lag');
-    void this.o
-      .event({
-        type: 'revocation.feed_lost',
-        at: now,
-        actor: 'revocation_feed',
-        data: {
-          down_since: new Date(set.feedDownSince).toISOString(),
-          max_feed_lag_ms: set.maxFeedLagMs,
-          channels: this.o.channels.map((c) => c.name),
-        },
-      })
-      .catch((e) => log.error({ err: e }, 'event write failed'));
+    this.write({
+      type: 'revocation.feed_lost',
+      at: now,
+      actor: 'revocation_feed',
+      data: {
+        down_since: new Date(set.feedDownSince).toISOString(),
+        max_feed_lag_ms: set.maxFeedLagMs,
+        channels: this.o.channels.map((c) => c.name),
+      },
+    });
+  }
+
+  /** Writes the event, after any that failed before (in order); a failed write is kept for the next try. */
+  private write(e: SecurityEvent): void {
+    this.pending.push(e);
+    void this.flush();
+  }
+
+  private flushing = false;
+
+  private async flush(): Promise<void> {
+    if (this.flushing) return;
+    this.flushing = true;
+    try {
+      while (this.pending.length) {
+        const e = this.pending[0] as SecurityEvent;
+        await this.o.event(e);
+        this.pending.shift();
+      }
+    } catch (err) {
+      this.o.log.warn({ err }, 'revocation feed event not written yet; retrying when the bus is back');
+    } finally {
+      this.flushing = false;
+    }
   }
 
   async close(): Promise<void> {

@@ -128,9 +128,9 @@ export class RevocationSet {
     if (this.waiters.size) this.notify();
   }
 
-  /** Reads revocations written since the last sync (by this or any other process). */
-  async sync(): Promise<number> {
-    return this.readFrom(this.lastId);
+  /** Reads revocations written since the last sync (by this or any other process), or after the given id. */
+  async sync(after = this.lastId): Promise<number> {
+    return this.readFrom(after);
   }
 
   /**
