@@ -175,6 +175,37 @@ d(
       expect(ms).toBeLessThan(1000);
     });
 
+    it('a revocation that commits out of id order while the bus is down is still found (full reconciliation)', async () => {
+      const jtiOf = (t: string) =>
+        JSON.parse(Buffer.from(t.split('.')[1] as string, 'base64url').toString()).jti as string;
+      const early = await token(a);
+      const late = await token(a);
+      const slow = new pg.Client({ connectionString: db.url });
+      await slow.connect();
+      try {
+        const now = Date.now();
+        const insert =
+          "INSERT INTO revocations (kind, value, revoked_at, expires_at, reason) VALUES ('jti', $1, $2, $3, 'test')";
+        // The slow transaction takes its id first but commits last. (Triggers off in it: their control_version
+        // row lock would otherwise make the second insert wait for it, which is what keeps this rare.)
+        await slow.query('BEGIN');
+        await slow.query('SET LOCAL session_replication_role = replica');
+        await slow.query(insert, [jtiOf(early), now, now + 600_000]);
+        await admin.query(insert, [jtiOf(late), now, now + 600_000]);
+        expect(await msUntilInactive(b, svc, late)).toBeLessThan(1000);
+        await admin.query(
+          "SELECT pg_terminate_backend(pid, 5000) FROM pg_stat_activity WHERE datname = $1 AND query LIKE 'LISTEN%'",
+          [db.name],
+        );
+        await slow.query('COMMIT');
+      } finally {
+        await slow.end();
+      }
+      const ms = await msUntilInactive(b, svc, early);
+      report('out-of-order commit while B was disconnected', ms);
+      expect(ms).toBeLessThan(1000);
+    });
+
     it('a node without its bus for longer than revocation.max_feed_lag is not ready, then recovers', async () => {
       const base = new pg.Client({ connectionString: POSTGRES_URL });
       await base.connect();
