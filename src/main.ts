@@ -24,7 +24,11 @@ import { type Clock, OffsetClock, systemClock } from './lib/clock.ts';
 import { type Limiter, MemoryLimiter } from './lib/rate-limiter.ts';
 import { hashClientSecret } from './oauth/client-auth/client-secret.ts';
 import { CachedClientRegistry, type OAuthContext } from './oauth/context.ts';
+import { RevocationFeed } from './oauth/revocation-feed.ts';
 import { RevocationSet } from './oauth/revocation-set.ts';
+import type { BusChannel } from './storage/bus/bus.ts';
+import { PostgresBus } from './storage/bus/postgres.ts';
+import { RedisBus } from './storage/bus/redis.ts';
 import { GroupCommitter } from './storage/group-commit.ts';
 import type { Storage } from './storage/ports.ts';
 import { RedisLimiter } from './storage/redis/rate-limiter.ts';
@@ -197,8 +201,23 @@ export async function startServer(config: Config, opts: { demo: boolean; log?: L
   const keys = new KeyManager(storage, kek, keyPolicy(config), clock);
   await keys.init();
   for (const c of await keys.tick()) log.info({ change: c }, 'key schedule');
-  const revocations = new RevocationSet(storage);
+  const revocations = new RevocationSet(storage.revocations);
+  revocations.maxFeedLagMs = config.revocation.max_feed_lag * 1000;
+  revocations.pollWhenDown = config.revocation.poll_interval > 0;
+  // Set by the bus when keys, clients or users changed elsewhere; while the bus is live nothing else is polled.
+  let controlDirty = true;
+  const feed = openRevocationFeed(config, storage, revocations, clock, log, () => {
+    controlDirty = true;
+    revocations.notify(); // long-polling feed readers re-read (the keys may have changed)
+  });
+  // This process's own revocations (every path: endpoint, CLI, grant revocation, emergency key rotation) reach its
+  // set as soon as they commit, and the Redis bus relays them.
+  storage.onRevocations((recs) => {
+    if (feed) feed.local(recs);
+    else for (const r of recs) revocations.add(r);
+  });
   await revocations.sync();
+  await feed?.start(3000);
   const events = new GroupCommitter(storage, { maxWaitMs: config.storage.group_commit_ms });
   const clients = new CachedClientRegistry(storage, storage.dialect === 'sqlite' ? 60_000 : 1_000);
   const limiter = await openLimiter(config, clock, log);
@@ -237,7 +256,10 @@ export async function startServer(config: Config, opts: { demo: boolean; log?: L
         if (m === marker) return;
         marker = m;
       } else {
-        // PostgreSQL: read the trigger-maintained counter (one indexed row); LISTEN/NOTIFY arrives with the bus.
+        // PostgreSQL: while the bus is live it announces every change (revocations go straight into the set);
+        // otherwise read the trigger-maintained counter (one indexed row).
+        if (!controlDirty && (revocations.busLive || !revocations.pollWhenDown)) return;
+        controlDirty = false;
         const v = await storage.controlVersion();
         if (v === lastControl) return;
         lastControl = v;
@@ -262,7 +284,8 @@ export async function startServer(config: Config, opts: { demo: boolean; log?: L
     ready: async () => {
       await storage.ping();
       keys.current();
-      return true;
+      // Revocations may be going unseen: a load balancer should send traffic elsewhere.
+      return revocations.healthy(clock.nowMs());
     },
     testClock: testClock
       ? {
@@ -284,7 +307,6 @@ export async function startServer(config: Config, opts: { demo: boolean; log?: L
       () => void tickKeys().catch((err) => log.error({ err }, 'key schedule failed')),
       Math.min(60_000, Math.max(1000, (config.keys.jwks_max_age * 1000) / 4)),
     ),
-    setInterval(() => void ctx.refresh().catch((err) => log.error({ err }, 'refresh failed')), 1000),
     setInterval(
       () =>
         void (async () => {
@@ -304,6 +326,14 @@ export async function startServer(config: Config, opts: { demo: boolean; log?: L
       600_000,
     ),
   ];
+  // The polling fallback (see revocation.poll_interval); cheap while the bus is live (refresh() returns at once).
+  if (config.revocation.poll_interval > 0)
+    timers.push(
+      setInterval(
+        () => void ctx.refresh().catch((err) => log.error({ err }, 'refresh failed')),
+        config.revocation.poll_interval * 1000,
+      ),
+    );
   for (const t of timers) t.unref();
 
   await storage.events.append({
@@ -322,7 +352,9 @@ export async function startServer(config: Config, opts: { demo: boolean; log?: L
     close() {
       closing ??= (async () => {
         for (const t of timers) clearInterval(t);
+        revocations.release(); // long-polling feed readers answer now rather than hold up the close
         await app.close(); // stops accepting, lets in-flight requests finish
+        await feed?.close();
         await events.close();
         await keys.close();
         await limiter.close();
@@ -332,6 +364,35 @@ export async function startServer(config: Config, opts: { demo: boolean; log?: L
       return closing;
     },
   };
+}
+
+/**
+ * The revocation bus: PostgreSQL LISTEN/NOTIFY when storage is PostgreSQL, Redis pub/sub when redis.url is set
+ * (and revocation.redis). Undefined on SQLite without Redis: one machine, where the change marker is the bus.
+ */
+function openRevocationFeed(
+  config: Config,
+  storage: Storage,
+  set: RevocationSet,
+  clock: Clock,
+  log: Logger,
+  onControl: () => void,
+): RevocationFeed | undefined {
+  const channels: BusChannel[] = [];
+  // The heartbeat notices a silently dead connection well inside the lag bound.
+  const heartbeatMs = Math.max(300, Math.min(2000, (config.revocation.max_feed_lag * 1000) / 3));
+  if (storage.dialect === 'postgres') channels.push(new PostgresBus(config.storage.url, { heartbeatMs }));
+  if (config.redis.url && config.revocation.redis)
+    channels.push(new RedisBus(config.redis.url, { prefix: config.redis.key_prefix }));
+  if (channels.length === 0) return undefined;
+  return new RevocationFeed({
+    set,
+    channels,
+    clock,
+    log,
+    event: (e) => storage.events.append(e),
+    onControl,
+  });
 }
 
 /** Rate-limit counters: shared through Redis when redis.url is set (several nodes), else in this process. */

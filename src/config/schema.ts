@@ -441,6 +441,30 @@ export const configSchema = z.strictObject({
       key_prefix: z.string().max(100).default('portcullis:').describe('Prefix of every Redis key Portcullis writes.'),
     })
     .prefault({}),
+  revocation: z
+    .strictObject({
+      max_feed_lag: duration('5s')
+        .refine((v) => v >= 1 && v <= 300, { message: 'must be between 1s and 5m' })
+        .describe(
+          'How long a node may be without a revocation bus (PostgreSQL LISTEN/NOTIFY, Redis pub/sub) before it reports itself unhealthy: /readyz answers 503, revocation.feed_lost is written, and a gateway refuses every token until the bus is back.',
+        ),
+      poll_interval: duration('1s')
+        .refine((v) => v <= 60, { message: 'must be at most 60s' })
+        .describe(
+          'While the bus is down (or there is none), read new revocations from the table this often and before every introspection, userinfo and revocation request. 0 turns the fallback off (tests that prove the bus); never in production.',
+        ),
+      redis: z
+        .boolean()
+        .default(true)
+        .describe('When redis.url is set, also carry revocations over Redis pub/sub (in addition to PostgreSQL).'),
+      feed_clients: z
+        .array(z.string().min(1))
+        .default([])
+        .describe(
+          'Clients (client_id) allowed to read GET /revocations, the remote revocation feed a `--role gateway` node follows; each authenticates as at /token. Empty: the endpoint refuses everyone.',
+        ),
+    })
+    .prefault({}),
   branding: z
     .strictObject({
       name: z

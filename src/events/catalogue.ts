@@ -50,6 +50,8 @@ export const EVENT_TYPES = [
   'key.deactivated',
   'key.retired',
   'key.revoked',
+  'revocation.feed_lost',
+  'revocation.feed_restored',
   'config.applied',
   'storage.migrated',
   'server.started',

@@ -10,6 +10,7 @@ import { deviceAuthorizationEndpoint } from '../oauth/endpoints/device-authoriza
 import { discoveryDocument, PATHS } from '../oauth/endpoints/discovery.ts';
 import { introspectionEndpoint } from '../oauth/endpoints/introspect.ts';
 import { parEndpoint } from '../oauth/endpoints/par.ts';
+import { revocationFeedEndpoint } from '../oauth/endpoints/revocation-feed.ts';
 import { revocationEndpoint } from '../oauth/endpoints/revoke.ts';
 import { tokenEndpoint } from '../oauth/endpoints/token.ts';
 import { userinfoEndpoint } from '../oauth/endpoints/userinfo.ts';
@@ -188,6 +189,20 @@ export async function buildApp(opts: AppOptions) {
     return reply.headers(tokenHeaders).send();
   });
 
+  // The remote revocation feed (src/oauth/endpoints/revocation-feed.ts): GET with client_secret_basic and the
+  // query (?after=ID&wait=S), or POST with a form (any client authentication method, e.g. private_key_jwt).
+  app.get('/revocations', async (req, reply) => {
+    const q = req.query as Record<string, unknown>;
+    const params: Record<string, string> = Object.create(null);
+    for (const k of ['after', 'wait']) if (typeof q[k] === 'string') params[k] = q[k] as string;
+    const res = await revocationFeedEndpoint(ctx, { authorization: req.headers.authorization, params }, meta(req));
+    return reply.headers(tokenHeaders).send(res);
+  });
+  app.post('/revocations', async (req, reply) => {
+    const res = await revocationFeedEndpoint(ctx, formInput(req), meta(req));
+    return reply.headers(tokenHeaders).send(res);
+  });
+
   // RFC 9126 §2.2: 201 with the request_uri; errors as at the token endpoint.
   // OIDC Core §5.3.1: GET and POST; CORS-readable so browser-based clients can call it with their token.
   const userinfo = async (req: FastifyRequest, reply: FastifyReply) => {
@@ -224,10 +239,12 @@ export async function buildApp(opts: AppOptions) {
   app.get('/healthz', async (_req, reply) => reply.header('cache-control', 'no-store').send({ status: 'ok' }));
   app.get('/readyz', async (_req, reply) => {
     const ok = await opts.ready().catch(() => false);
+    // Says which part is missing when the revocation feed is the reason (revocation.max_feed_lag exceeded).
+    const feed = ctx.revocations.healthy(ctx.clock.nowMs()) ? 'ok' : 'down';
     return reply
       .code(ok ? 200 : 503)
       .header('cache-control', 'no-store')
-      .send({ status: ok ? 'ready' : 'not_ready' });
+      .send({ status: ok ? 'ready' : 'not_ready', revocation_feed: feed });
   });
   app.get('/metrics', async (_req, reply) =>
     reply

@@ -1,5 +1,5 @@
 import type { SecurityEvent } from '../events/catalogue.ts';
-import type { RevocationKind, RevocationRecord, Storage, Stores } from '../storage/ports.ts';
+import type { RevocationKind, RevocationRecord, RevocationStore, Stores } from '../storage/ports.ts';
 
 export interface RevocationRequest {
   kind: Exclude<RevocationKind, 'kid'>;
@@ -49,21 +49,71 @@ export interface TokenIdentity {
 }
 
 /**
- * The live revocation set, held in memory and kept current by tailing the revocations table (and, in later issues,
- * the bus). By jti, grant and kid a token is dead outright; by client and subject, every token issued at or before
- * the revocation is dead, so a re-enabled client or user can get fresh tokens.
+ * The live revocation set, held in memory. It is kept current by the bus (src/oauth/revocation-feed.ts: PostgreSQL
+ * LISTEN/NOTIFY, Redis pub/sub, this process's own commits) and, while the bus is down or absent, by tailing the
+ * revocations table. By jti, grant and kid a token is dead outright; by client and subject, every token issued at
+ * or before the revocation is dead, so a re-enabled client or user can get fresh tokens.
  */
 export class RevocationSet {
   private readonly byKey = new Map<string, RevocationRecord>();
   private lastId = 0;
-  private readonly storage: Storage;
+  private readonly source: Pick<RevocationStore, 'listAfter'>;
+  /**
+   * Since when (ms) no bus channel has been delivering; undefined while one is (or when there is no bus: SQLite,
+   * where every writer shares this machine and polling is a PRAGMA). A gateway fails closed past the bound.
+   */
+  feedDownSince: number | undefined;
+  /** True while every bus channel is connected: then nothing needs polling (the bus brings each revocation). */
+  busLive = false;
+  /** Poll the table while the bus is not live (false only in tests that prove the bus). */
+  pollWhenDown = true;
+  /** How long (ms) the feed may be down before healthy() says no (config revocation.max_feed_lag). */
+  maxFeedLagMs = 5000;
 
-  constructor(storage: Storage) {
-    this.storage = storage;
+  private waiters = new Set<() => void>();
+  private released = false;
+
+  constructor(source: Pick<RevocationStore, 'listAfter'>) {
+    this.source = source;
+  }
+
+  /** Resolves at the next change (a revocation added, or notify()), or after ms. For long-polling readers. */
+  changed(ms: number): Promise<void> {
+    if (this.released) return Promise.resolve();
+    return new Promise((resolve) => {
+      const done = () => {
+        clearTimeout(t);
+        this.waiters.delete(done);
+        resolve();
+      };
+      const t = setTimeout(done, ms);
+      this.waiters.add(done);
+    });
+  }
+
+  /** Wakes every changed() waiter (keys changed, or the feed's health did). */
+  notify(): void {
+    for (const w of [...this.waiters]) w();
+  }
+
+  /** Shutting down: wake every waiter now and let later ones return at once. */
+  release(): void {
+    this.released = true;
+    this.notify();
   }
 
   get size(): number {
     return this.byKey.size;
+  }
+
+  /** Revocations may be missed for longer than the bound: a gateway must refuse every token. */
+  healthy(nowMs: number): boolean {
+    return this.feedDownSince === undefined || nowMs - this.feedDownSince <= this.maxFeedLagMs;
+  }
+
+  /** Whether requests that must see the latest revocations should read the table first. */
+  get needsPolling(): boolean {
+    return !this.busLive && this.pollWhenDown;
   }
 
   private static key(kind: RevocationKind, value: string): string {
@@ -75,16 +125,32 @@ export class RevocationSet {
     const prev = this.byKey.get(k);
     if (!prev || prev.revoked_at < r.revoked_at) this.byKey.set(k, r);
     if (r.id > this.lastId) this.lastId = r.id;
+    if (this.waiters.size) this.notify();
   }
 
-  /** Reads revocations written since the last sync (by this or any other process). */
-  async sync(): Promise<number> {
+  /** Reads revocations written since the last sync (by this or any other process), or after the given id. */
+  async sync(after = this.lastId): Promise<number> {
+    return this.readFrom(after);
+  }
+
+  /**
+   * Reads the whole live table again. After the bus was down: ids are allocated at insert but become visible at
+   * commit, so a revocation with a lower id than one already seen can commit later; tailing by id would skip it.
+   */
+  async reconcile(): Promise<number> {
+    return this.readFrom(0);
+  }
+
+  private async readFrom(after: number): Promise<number> {
     let n = 0;
+    let from = after;
     for (;;) {
-      const rows = await this.storage.revocations.listAfter(this.lastId, 5000);
+      const rows = await this.source.listAfter(from, 5000);
       for (const r of rows) this.add(r);
       n += rows.length;
-      if (rows.length < 5000) return n;
+      const last = rows.at(-1);
+      if (rows.length < 5000 || !last) return n;
+      from = last.id;
     }
   }
 

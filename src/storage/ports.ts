@@ -490,6 +490,11 @@ export interface Storage extends Stores {
   readonly dialect: 'sqlite' | 'postgres';
   /** Runs fn in one transaction; every write through the given stores commits or rolls back together. */
   withTransaction<T>(fn: (tx: Stores) => Promise<T>): Promise<T>;
+  /**
+   * Calls `listener` with every revocation this process writes, once it is committed (in-process delivery to the
+   * node's RevocationSet, and publication on the Redis bus).
+   */
+  onRevocations(listener: (recs: RevocationRecord[]) => void): void;
   /** Applies pending migrations; returns the names applied. */
   migrate(): Promise<string[]>;
   /**

@@ -19,9 +19,10 @@ export async function introspectionEndpoint(
   const token = input.params.token;
   if (token === undefined || token === '') throw new InvalidRequest('token is required');
   await ctx.refresh({ force: true });
-  // Without a cheap change marker (PostgreSQL) read new revocations now: an emergency revocation made by another
-  // node or the CLI must be honoured at once, not after the next poll.
-  if (ctx.storage.externalChangeMarker() === undefined) await ctx.revocations.sync();
+  // Without a cheap change marker (PostgreSQL) and without a live bus, read new revocations now: an emergency
+  // revocation made by another node or the CLI must be honoured at once, not after the next poll. While the bus is
+  // live it has already brought every committed revocation.
+  if (ctx.storage.externalChangeMarker() === undefined && ctx.revocations.needsPolling) await ctx.revocations.sync();
   const inactive = { active: false } as const;
   const v = verifyOwnAccessToken(ctx, token);
   let verdict = 'invalid';

@@ -59,7 +59,8 @@ async function revokeRefreshToken(
   if (token.length > 512) return;
   const rec = await ctx.storage.refreshTokens.get(sha256Hex(token));
   if (!rec || rec.client_id !== clientId) return;
-  const revoked = await ctx.storage.withTransaction(async (tx) => {
+  // The grant revocation reaches this node's set at commit (storage.onRevocations), and the others over the bus.
+  await ctx.storage.withTransaction(async (tx) => {
     const grant = await tx.grants.get(rec.grant_id);
     if (!grant || grant.revoked_at !== null) return false;
     const now = ctx.clock.nowMs();
@@ -71,5 +72,4 @@ async function revokeRefreshToken(
       requestId: meta.requestId,
     });
   });
-  if (revoked) await ctx.revocations.sync();
 }

@@ -39,7 +39,7 @@ export async function userinfoEndpoint(
 ): Promise<Record<string, unknown>> {
   const token = bearerToken(input);
   await ctx.refresh({ force: true });
-  if (ctx.storage.externalChangeMarker() === undefined) await ctx.revocations.sync();
+  if (ctx.storage.externalChangeMarker() === undefined && ctx.revocations.needsPolling) await ctx.revocations.sync();
   const v = verifyOwnAccessToken(ctx, token);
   if (!v) throw new InvalidToken('the access token is not valid');
   const c = v.claims;

@@ -235,8 +235,8 @@ export async function revokeOnReplay(
         requestId: meta.requestId,
       });
   });
-  // This node stops accepting the grant's access tokens now; other nodes follow through the revocations table.
-  await ctx.revocations.sync();
+  // This node stopped accepting the grant's access tokens at commit (storage.onRevocations); other nodes hear of
+  // it on the revocation bus.
   throw new InvalidGrant(
     what.type === 'authorization_code.replayed'
       ? 'the authorization code was already used; the tokens issued from it are revoked'

@@ -364,5 +364,41 @@ export function migrations(dialect: 'sqlite' | 'postgres'): Record<string, Migra
         await db.schema.alterTable('refresh_tokens').addColumn('jkt', 'text').execute();
       },
     },
+    '0008_revocation_notify': {
+      // The revocation bus on PostgreSQL: every committed revocation is NOTIFYed by a trigger, so it reaches every
+      // listening node exactly when its transaction commits, whoever wrote it (a node, the CLI, psql). A payload
+      // that could exceed NOTIFY's 8000-byte limit carries only the id (the node then reads the table): a
+      // revocation must never fail because its notification would be too long. Writes to keys, clients and users
+      // notify too, so listening nodes stop polling control_version per request.
+      async up(db: Kysely<unknown>) {
+        if (dialect !== 'postgres') return;
+        await sql`CREATE FUNCTION portcullis_notify_revocation() RETURNS trigger LANGUAGE plpgsql AS $$
+          DECLARE payload text;
+          BEGIN
+            payload := json_build_object('id', NEW.id, 'kind', NEW.kind, 'value', NEW.value,
+              'revoked_at', NEW.revoked_at, 'expires_at', NEW.expires_at, 'reason', NEW.reason)::text;
+            IF octet_length(payload) > 7000 THEN
+              payload := json_build_object('id', NEW.id)::text;
+            END IF;
+            PERFORM pg_notify('portcullis_revocation', payload);
+            RETURN NULL;
+          END $$`.execute(db);
+        await sql`CREATE TRIGGER revocations_notify AFTER INSERT ON revocations FOR EACH ROW EXECUTE FUNCTION portcullis_notify_revocation()`.execute(
+          db,
+        );
+        await sql`CREATE FUNCTION portcullis_notify_control() RETURNS trigger LANGUAGE plpgsql AS $$
+          BEGIN
+            PERFORM pg_notify('portcullis_control', TG_TABLE_NAME);
+            RETURN NULL;
+          END $$`.execute(db);
+        for (const table of ['signing_keys', 'clients', 'users']) {
+          await sql
+            .raw(
+              `CREATE TRIGGER ${table}_notify_control AFTER INSERT OR UPDATE OR DELETE ON ${table} FOR EACH STATEMENT EXECUTE FUNCTION portcullis_notify_control()`,
+            )
+            .execute(db);
+        }
+      },
+    },
   };
 }

@@ -366,8 +366,11 @@ function mfaStore(q: Q): MfaStore {
   };
 }
 
-/** Every store over one Kysely handle (the pool, or a transaction). */
-function bindStores(q: Q): Stores {
+/**
+ * Every store over one Kysely handle (the pool, or a transaction). `added` hears every revocation written through
+ * these stores (the transaction hands them on only after it commits).
+ */
+function bindStores(q: Q, added: (r: RevocationRecord) => void): Stores {
   const clients: ClientStore = {
     async get(clientId) {
       const r = await q.selectFrom('clients').selectAll().where('client_id', '=', clientId).executeTakeFirst();
@@ -470,8 +473,9 @@ function bindStores(q: Q): Stores {
   };
   const revocations: RevocationStore = {
     async add(r) {
-      const row = await q.insertInto('revocations').values(r).returningAll().executeTakeFirstOrThrow();
-      return toRevocation(row);
+      const rec = toRevocation(await q.insertInto('revocations').values(r).returningAll().executeTakeFirstOrThrow());
+      added(rec);
+      return rec;
     },
     async listAfter(afterId, limit) {
       const rows = await q
@@ -920,7 +924,7 @@ class SqlStorage implements Storage {
     this.dialect = dialect;
     this.db = db;
     this.sqlite = sqlite;
-    const s = bindStores(db);
+    const s = bindStores(db, (r) => this.emitRevocations([r]));
     this.clients = s.clients;
     this.users = s.users;
     this.accountGuard = s.accountGuard;
@@ -939,8 +943,23 @@ class SqlStorage implements Storage {
     this.mfa = s.mfa;
   }
 
-  withTransaction<T>(fn: (tx: Stores) => Promise<T>): Promise<T> {
-    return this.db.transaction().execute((trx) => fn(bindStores(trx)));
+  private readonly revocationListeners: Array<(recs: RevocationRecord[]) => void> = [];
+
+  onRevocations(listener: (recs: RevocationRecord[]) => void): void {
+    this.revocationListeners.push(listener);
+  }
+
+  private emitRevocations(recs: RevocationRecord[]): void {
+    if (recs.length === 0) return;
+    for (const l of this.revocationListeners) l(recs);
+  }
+
+  async withTransaction<T>(fn: (tx: Stores) => Promise<T>): Promise<T> {
+    const added: RevocationRecord[] = [];
+    const result = await this.db.transaction().execute((trx) => fn(bindStores(trx, (r) => added.push(r))));
+    // Only now is it committed: a rolled-back revocation is never announced.
+    this.emitRevocations(added);
+    return result;
   }
 
   async migrate(): Promise<string[]> {
