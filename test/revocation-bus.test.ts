@@ -73,6 +73,16 @@ d(
      * fn commits can reach a node over LISTEN: only the reconciliation after the reconnect can bring it.
      */
     const whileBusDown = async (fn: () => Promise<void>) => {
+      // Both nodes listen again first (a node reconnects with a backoff after an earlier case dropped it).
+      for (let i = 0; ; i++) {
+        const r = await admin.query(
+          "SELECT count(*)::int AS n FROM pg_stat_activity WHERE datname = $1 AND query LIKE 'LISTEN%'",
+          [db.name],
+        );
+        if (r.rows[0].n >= 2) break;
+        if (i > 100) throw new Error('the nodes did not reconnect their bus');
+        await sleep(50);
+      }
       const root = new pg.Client({ connectionString: POSTGRES_URL });
       await root.connect();
       try {
