@@ -68,6 +68,37 @@ d(
       return String(r.json?.access_token);
     };
 
+    /**
+     * Terminates every bus connection and runs fn while no new connection to the database is allowed, so nothing
+     * fn commits can reach a node over LISTEN: only the reconciliation after the reconnect can bring it.
+     */
+    const whileBusDown = async (fn: () => Promise<void>) => {
+      // Both nodes listen again first (a node reconnects with a backoff after an earlier case dropped it).
+      for (let i = 0; ; i++) {
+        const r = await admin.query(
+          "SELECT count(*)::int AS n FROM pg_stat_activity WHERE datname = $1 AND query LIKE 'LISTEN%'",
+          [db.name],
+        );
+        if (r.rows[0].n >= 2) break;
+        if (i > 100) throw new Error('the nodes did not reconnect their bus');
+        await sleep(50);
+      }
+      const root = new pg.Client({ connectionString: POSTGRES_URL });
+      await root.connect();
+      try {
+        await root.query(`ALTER DATABASE ${db.name} ALLOW_CONNECTIONS false`);
+        const killed = await admin.query(
+          "SELECT pg_terminate_backend(pid, 5000) FROM pg_stat_activity WHERE datname = $1 AND query LIKE 'LISTEN%'",
+          [db.name],
+        );
+        expect(killed.rows.length).toBeGreaterThanOrEqual(2); // both nodes listen
+        await fn();
+      } finally {
+        await root.query(`ALTER DATABASE ${db.name} ALLOW_CONNECTIONS true`);
+        await root.end();
+      }
+    };
+
     beforeAll(async () => {
       db = await createPostgresDatabase(POSTGRES_URL);
       const config = {
@@ -159,17 +190,14 @@ d(
       const t = await token(a);
       expect(await isActive(b, svc, t)).toBe(true);
       const jti = JSON.parse(Buffer.from(t.split('.')[1] as string, 'base64url').toString()).jti as string;
-      // Drop every bus connection (waiting until they are gone), then commit a revocation nobody is listening for.
-      const killed = await admin.query(
-        "SELECT pg_terminate_backend(pid, 5000) AS ok FROM pg_stat_activity WHERE datname = $1 AND query LIKE 'LISTEN%'",
-        [db.name],
-      );
-      expect(killed.rows.length).toBeGreaterThanOrEqual(2); // both nodes listen
-      const now = Date.now();
-      await admin.query(
-        "INSERT INTO revocations (kind, value, revoked_at, expires_at, reason) VALUES ('jti', $1, $2, $3, 'written while the bus was down')",
-        [jti, now, now + 600_000],
-      );
+      // Drop every bus connection, then commit a revocation nobody is listening for.
+      await whileBusDown(async () => {
+        const now = Date.now();
+        await admin.query(
+          "INSERT INTO revocations (kind, value, revoked_at, expires_at, reason) VALUES ('jti', $1, $2, $3, 'written while the bus was down')",
+          [jti, now, now + 600_000],
+        );
+      });
       const ms = await msUntilInactive(b, svc, t);
       report('revocation committed while B was disconnected (reconnect + reconcile)', ms);
       expect(ms).toBeLessThan(1000);
@@ -193,11 +221,9 @@ d(
         await slow.query(insert, [jtiOf(early), now, now + 600_000]);
         await admin.query(insert, [jtiOf(late), now, now + 600_000]);
         expect(await msUntilInactive(b, svc, late)).toBeLessThan(1000);
-        await admin.query(
-          "SELECT pg_terminate_backend(pid, 5000) FROM pg_stat_activity WHERE datname = $1 AND query LIKE 'LISTEN%'",
-          [db.name],
-        );
-        await slow.query('COMMIT');
+        await whileBusDown(async () => {
+          await slow.query('COMMIT');
+        });
       } finally {
         await slow.end();
       }
