@@ -50,6 +50,8 @@ export const EVENT_TYPES = [
   'key.deactivated',
   'key.retired',
   'key.revoked',
+  'gateway.denied',
+  'gateway.usage',
   'config.applied',
   'storage.migrated',
   'server.started',
