@@ -68,6 +68,84 @@ describe('invalid configurations are refused', () => {
     ],
     ['bad type', (c) => Object.assign(c, { limits: { body_bytes: 'lots' } }), 'limits.body_bytes'],
     [
+      'gateway route for an undeclared resource',
+      (c) =>
+        Object.assign(c, {
+          gateway: {
+            routes: [
+              {
+                path_prefix: '/o',
+                upstream: 'http://127.0.0.1:1',
+                resource: API,
+                scopes: { GET: ['orders:read'] },
+                resource: 'https://nope.example.com',
+              },
+            ],
+          },
+        }),
+      'gateway.routes[0].resource',
+    ],
+    [
+      'gateway route needing a scope its resource does not have',
+      (c) =>
+        Object.assign(c, {
+          gateway: {
+            routes: [
+              {
+                path_prefix: '/o',
+                upstream: 'http://127.0.0.1:1',
+                resource: API,
+                scopes: { GET: ['orders:read'] },
+                scopes: { GET: ['invoices:read'] },
+              },
+            ],
+          },
+        }),
+      'gateway.routes[0].scopes.GET',
+    ],
+    [
+      'gateway route with an unknown method',
+      (c) =>
+        Object.assign(c, {
+          gateway: {
+            routes: [
+              {
+                path_prefix: '/o',
+                upstream: 'http://127.0.0.1:1',
+                resource: API,
+                scopes: { GET: ['orders:read'] },
+                scopes: { FETCH: ['orders:read'] },
+              },
+            ],
+          },
+        }),
+      'gateway.routes[0].scopes',
+      /FETCH/,
+    ],
+    [
+      'gateway route with a dot segment in its prefix',
+      (c) =>
+        Object.assign(c, {
+          gateway: {
+            routes: [
+              {
+                path_prefix: '/o',
+                upstream: 'http://127.0.0.1:1',
+                resource: API,
+                scopes: { GET: ['orders:read'] },
+                path_prefix: '/o/../admin',
+              },
+            ],
+          },
+        }),
+      'gateway.routes[0].path_prefix',
+    ],
+    [
+      'gateway accepting HMAC tokens',
+      (c) => Object.assign(c, { gateway: { accepted_algorithms: ['HS256'] } }),
+      'gateway.accepted_algorithms[0]',
+    ],
+    [
       'parameter_bytes too small for an access token',
       (c) => Object.assign(c, { limits: { parameter_bytes: 100 } }),
       'limits.parameter_bytes',
