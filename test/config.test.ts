@@ -57,6 +57,12 @@ function validBase(): ConfigObject {
   };
 }
 
+/** Adds a gateway with one valid route, changed by `over`. */
+function withRoute(c: ConfigObject, over: Record<string, unknown>): void {
+  const route = { path_prefix: '/o', upstream: 'http://127.0.0.1:1', resource: API, scopes: { GET: ['orders:read'] } };
+  Object.assign(c, { gateway: { routes: [{ ...route, ...over }] } });
+}
+
 describe('invalid configurations are refused', () => {
   const cases: Array<[string, (c: ConfigObject) => void, string, RegExp?]> = [
     ['unknown top-level key', (c) => Object.assign(c, { bogus_key: 1 }), '', /bogus_key/],
@@ -69,75 +75,23 @@ describe('invalid configurations are refused', () => {
     ['bad type', (c) => Object.assign(c, { limits: { body_bytes: 'lots' } }), 'limits.body_bytes'],
     [
       'gateway route for an undeclared resource',
-      (c) =>
-        Object.assign(c, {
-          gateway: {
-            routes: [
-              {
-                path_prefix: '/o',
-                upstream: 'http://127.0.0.1:1',
-                resource: API,
-                scopes: { GET: ['orders:read'] },
-                resource: 'https://nope.example.com',
-              },
-            ],
-          },
-        }),
+      (c) => withRoute(c, { resource: 'https://nope.example.com' }),
       'gateway.routes[0].resource',
     ],
     [
       'gateway route needing a scope its resource does not have',
-      (c) =>
-        Object.assign(c, {
-          gateway: {
-            routes: [
-              {
-                path_prefix: '/o',
-                upstream: 'http://127.0.0.1:1',
-                resource: API,
-                scopes: { GET: ['orders:read'] },
-                scopes: { GET: ['invoices:read'] },
-              },
-            ],
-          },
-        }),
+      (c) => withRoute(c, { scopes: { GET: ['invoices:read'] } }),
       'gateway.routes[0].scopes.GET',
     ],
     [
       'gateway route with an unknown method',
-      (c) =>
-        Object.assign(c, {
-          gateway: {
-            routes: [
-              {
-                path_prefix: '/o',
-                upstream: 'http://127.0.0.1:1',
-                resource: API,
-                scopes: { GET: ['orders:read'] },
-                scopes: { FETCH: ['orders:read'] },
-              },
-            ],
-          },
-        }),
+      (c) => withRoute(c, { scopes: { FETCH: ['orders:read'] } }),
       'gateway.routes[0].scopes',
       /FETCH/,
     ],
     [
       'gateway route with a dot segment in its prefix',
-      (c) =>
-        Object.assign(c, {
-          gateway: {
-            routes: [
-              {
-                path_prefix: '/o',
-                upstream: 'http://127.0.0.1:1',
-                resource: API,
-                scopes: { GET: ['orders:read'] },
-                path_prefix: '/o/../admin',
-              },
-            ],
-          },
-        }),
+      (c) => withRoute(c, { path_prefix: '/o/../admin' }),
       'gateway.routes[0].path_prefix',
     ],
     [

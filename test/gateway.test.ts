@@ -461,6 +461,17 @@ describe('forged tokens', () => {
     }
   });
 
+  it('a crit header or another issuer is refused before any signature check', async () => {
+    const claims = await realClaims();
+    const kid = (await fetchJwks(server)).keys[0]?.kid;
+    const crit = `${b64({ alg: 'ES256', typ: 'at+jwt', kid, crit: ['exp'], exp: 1 })}.${b64(claims)}.AAAA`;
+    expect((await call(gw, '/orders', { headers: bearer(crit) })).status).toBe(401);
+    expect((await lastDenial())?.data).toMatchObject({ reason: 'unsupported_header' });
+    const iss = `${b64({ alg: 'ES256', typ: 'at+jwt', kid })}.${b64({ ...claims, iss: 'https://evil.example.com' })}.AAAA`;
+    expect((await call(gw, '/orders', { headers: bearer(iss) })).status).toBe(401);
+    expect((await lastDenial())?.data).toMatchObject({ reason: 'wrong_issuer' });
+  });
+
   it('a tampered payload (scope widened) fails the signature', async () => {
     const token = await svcToken('orders:read');
     const [h, , s] = token.split('.');

@@ -1,14 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { gatewaySchema } from '../config/schema.ts';
 import { metadataPath, metadataUrl } from './resource-metadata.ts';
-import {
-  hasTokenInQuery,
-  hostName,
-  isNormalPath,
-  requiredScopes,
-  RouteTable,
-  upstreamPath,
-} from './routes.ts';
+import { hasTokenInQuery, hostName, isNormalPath, RouteTable, requiredScopes, upstreamPath } from './routes.ts';
 
 function table(routes: unknown[]): RouteTable {
   return new RouteTable(gatewaySchema.parse({ routes }), ['ES256']);
