@@ -3,6 +3,8 @@ import type { ResourceChallenge } from '../errors/oauth-error.ts';
 import type { RateRule } from '../lib/rate-limiter.ts';
 import { metadataUrl } from './resource-metadata.ts';
 
+const SLASH = 47; // '/'
+
 /** A configured route, prepared once at start so the request path does no parsing of configuration. */
 export interface Route {
   /** Names the route in events: `name`, or host and path_prefix. */
@@ -70,7 +72,7 @@ export class RouteTable {
     for (const r of this.routes) {
       if (r.host !== undefined && r.host !== host) continue;
       const p = r.prefix;
-      if (p === '' || path === p || (path.startsWith(p) && path.charCodeAt(p.length) === 47) /* / */) return r;
+      if (p === '' || path === p || (path.startsWith(p) && path.charCodeAt(p.length) === SLASH)) return r;
     }
     return undefined;
   }
@@ -105,7 +107,7 @@ export function hostName(host: string | undefined): string | undefined {
 /** The path (and query) to request upstream: the upstream's own path, then the request path (prefix stripped). */
 export function upstreamPath(route: Route, path: string, query: string): string {
   let rest = route.stripPrefix ? path.slice(route.prefix.length) : path;
-  if (rest === '' || rest.charCodeAt(0) !== 47) rest = `/${rest}`;
+  if (rest === '' || rest.charCodeAt(0) !== SLASH) rest = `/${rest}`;
   const p = route.basePath + rest;
   return query === '' ? p : `${p}?${query}`;
 }
