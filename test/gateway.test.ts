@@ -368,6 +368,16 @@ describe('refused requests (RFC 6750 errors, gateway.denied events, never forwar
     }
   });
 
+  it('an absolute-form request target is refused (the gateway is no forward proxy)', async () => {
+    const token = await svcToken();
+    let r!: Awaited<ReturnType<typeof call>>;
+    expect(await reached(async () => (r = await call(gw, `${upstream.url}/orders`, { headers: bearer(token) })))).toBe(
+      0,
+    );
+    expect(r.status).toBe(400);
+    expect((await lastDenial())?.data).toMatchObject({ reason: 'bad_request_target' });
+  });
+
   it('two Authorization headers are refused', async () => {
     const token = await svcToken();
     const r = await call(gw, '/orders', { headers: { authorization: [`Bearer ${token}`, 'Bearer other'] } });
