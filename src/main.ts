@@ -14,6 +14,7 @@ import {
   DEMO_USERNAME,
   DEMO_WEB_CLIENT_ID,
 } from './config/starter.ts';
+import { type RunningGateway, startGateway } from './gateway/server.ts';
 import { buildApp } from './http/app.ts';
 import { createMetrics } from './http/metrics.ts';
 import { seedTotpSecrets } from './identity/mfa.ts';
@@ -173,6 +174,8 @@ async function ensureDemoUser(
 
 export interface RunningServer {
   url: string;
+  /** The gateway's URL when `gateway` is configured. */
+  gatewayUrl: string | undefined;
   ctx: OAuthContext;
   close(): Promise<void>;
 }
@@ -302,6 +305,19 @@ export async function startServer(config: Config, opts: { demo: boolean; log?: L
   const port = typeof addr === 'object' && addr ? addr.port : config.listen.port;
   const url = `http://${config.listen.host.includes(':') ? `[${config.listen.host}]` : config.listen.host}:${port}`;
 
+  // The gateway shares this process's context: its verification keys and revocation set are the ones the
+  // authorization server keeps current, so a revocation here is enforced there at once.
+  let gateway: RunningGateway | undefined;
+  if (config.gateway) {
+    try {
+      gateway = await startGateway(ctx, config.gateway);
+    } catch (e) {
+      await app.close();
+      throw e;
+    }
+    log.info({ url: gateway.url, routes: config.gateway.routes.length }, 'gateway listening');
+  }
+
   const timers = [
     setInterval(
       () => void tickKeys().catch((err) => log.error({ err }, 'key schedule failed')),
@@ -340,19 +356,29 @@ export async function startServer(config: Config, opts: { demo: boolean; log?: L
     type: 'server.started',
     at: clock.nowMs(),
     actor: 'startup',
-    data: { issuer: config.issuer, url, version: process.env.npm_package_version ?? null },
+    data: {
+      issuer: config.issuer,
+      url,
+      gateway_url: gateway?.url ?? null,
+      version: process.env.npm_package_version ?? null,
+    },
   });
-  log.info({ url, issuer: config.issuer, storage: storage.dialect, kid: keys.current().kid }, 'listening');
+  log.info(
+    { url, gateway_url: gateway?.url, issuer: config.issuer, storage: storage.dialect, kid: keys.current().kid },
+    'listening',
+  );
   if (demoClient) printDemo(config, url, demoClient);
 
   let closing: Promise<void> | undefined;
   return {
     url,
+    gatewayUrl: gateway?.url,
     ctx,
     close() {
       closing ??= (async () => {
         for (const t of timers) clearInterval(t);
         revocations.release(); // long-polling feed readers answer now rather than hold up the close
+        await gateway?.close(); // its last usage records go through the event writer closed below
         await app.close(); // stops accepting, lets in-flight requests finish
         await feed?.close();
         await events.close();

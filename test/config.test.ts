@@ -57,6 +57,12 @@ function validBase(): ConfigObject {
   };
 }
 
+/** Adds a gateway with one valid route, changed by `over`. */
+function withRoute(c: ConfigObject, over: Record<string, unknown>): void {
+  const route = { path_prefix: '/o', upstream: 'http://127.0.0.1:1', resource: API, scopes: { GET: ['orders:read'] } };
+  Object.assign(c, { gateway: { routes: [{ ...route, ...over }] } });
+}
+
 describe('invalid configurations are refused', () => {
   const cases: Array<[string, (c: ConfigObject) => void, string, RegExp?]> = [
     ['unknown top-level key', (c) => Object.assign(c, { bogus_key: 1 }), '', /bogus_key/],
@@ -67,6 +73,32 @@ describe('invalid configurations are refused', () => {
       /client_sekret/,
     ],
     ['bad type', (c) => Object.assign(c, { limits: { body_bytes: 'lots' } }), 'limits.body_bytes'],
+    [
+      'gateway route for an undeclared resource',
+      (c) => withRoute(c, { resource: 'https://nope.example.com' }),
+      'gateway.routes[0].resource',
+    ],
+    [
+      'gateway route needing a scope its resource does not have',
+      (c) => withRoute(c, { scopes: { GET: ['invoices:read'] } }),
+      'gateway.routes[0].scopes.GET',
+    ],
+    [
+      'gateway route with an unknown method',
+      (c) => withRoute(c, { scopes: { FETCH: ['orders:read'] } }),
+      'gateway.routes[0].scopes',
+      /FETCH/,
+    ],
+    [
+      'gateway route with a dot segment in its prefix',
+      (c) => withRoute(c, { path_prefix: '/o/../admin' }),
+      'gateway.routes[0].path_prefix',
+    ],
+    [
+      'gateway accepting HMAC tokens',
+      (c) => Object.assign(c, { gateway: { accepted_algorithms: ['HS256'] } }),
+      'gateway.accepted_algorithms[0]',
+    ],
     [
       'parameter_bytes too small for an access token',
       (c) => Object.assign(c, { limits: { parameter_bytes: 100 } }),

@@ -62,7 +62,9 @@ export async function runCli(argv: string[]): Promise<void> {
 
   program
     .command('start')
-    .description('run the authorization server (demo on ./data when no --config is given)')
+    .description(
+      'run the authorization server, and the API gateway on its own listener when `gateway` is configured (demo on ./data when no --config is given)',
+    )
     .addOption(configOpt())
     .action(async (o: { config?: string }) => {
       try {

@@ -111,6 +111,7 @@ function checkCrossFields(c: ParsedConfig): string[] {
       if (u.includes('#')) problems.push(`${at}.redirect_uris[${j}]: must not contain a fragment (RFC 6749 §3.1.2)`);
     });
   });
+  if (c.gateway) problems.push(...checkGateway(c));
   const usernames = new Set<string>();
   c.users.forEach((u, i) => {
     if (usernames.has(u.username)) problems.push(`users[${i}].username: duplicate "${u.username}"`);
@@ -123,6 +124,33 @@ function checkCrossFields(c: ParsedConfig): string[] {
       });
       if (problem) problems.push(`users[${i}].password: ${problem}`);
     }
+  });
+  return problems;
+}
+
+/** The gateway's routes must point at declared resources and scopes, and never shadow each other. */
+function checkGateway(c: ParsedConfig): string[] {
+  const problems: string[] = [];
+  const g = c.gateway;
+  if (!g) return problems;
+  if (g.listen.port !== 0 && g.listen.port === c.listen.port && g.listen.host === c.listen.host)
+    problems.push('gateway.listen.port: must differ from listen.port (the gateway has its own listener)');
+  const names = new Set<string>();
+  const places = new Set<string>();
+  g.routes.forEach((r, i) => {
+    const at = `gateway.routes[${i}]`;
+    const res = c.resources.find((x) => x.identifier === r.resource);
+    if (!res) problems.push(`${at}.resource: "${r.resource}" is not an identifier in resources[]`);
+    for (const [method, scopes] of Object.entries(r.scopes))
+      for (const s of scopes)
+        if (res && !res.scopes.includes(s))
+          problems.push(`${at}.scopes.${method}: "${s}" is not a scope of resource ${r.resource}`);
+    const name = r.name ?? `${r.host ?? ''}${r.path_prefix}`;
+    if (names.has(name)) problems.push(`${at}.name: duplicate route name "${name}"`);
+    names.add(name);
+    const place = `${r.host ?? '*'} ${r.path_prefix.replace(/\/$/, '') || '/'}`;
+    if (places.has(place)) problems.push(`${at}.path_prefix: another route has the same host and path_prefix`);
+    places.add(place);
   });
   return problems;
 }

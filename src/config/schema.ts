@@ -189,6 +189,135 @@ export const userSchema = z.strictObject({
     ),
 });
 
+/** HTTP methods a gateway route may name in `scopes`; "*" covers every method not named. */
+export const GATEWAY_METHODS = ['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS', '*'] as const;
+
+export const gatewayRouteSchema = z.strictObject({
+  name: z
+    .string()
+    .min(1)
+    .max(100)
+    .regex(/^[\x21-\x7E]+$/, 'must be printable ASCII without spaces')
+    .optional()
+    .describe('Names the route in gateway.denied / gateway.usage events; default its host (if any) and path_prefix.'),
+  path_prefix: z
+    .string()
+    .regex(
+      /^\/[A-Za-z0-9\-._~!$&'()*+,;=:@%/]*$/,
+      'must start with / and be a plain path (no query, fragment or spaces)',
+    )
+    .refine((v) => !/(^|\/)\.\.?(\/|$)/.test(v) && !v.includes('//'), {
+      message: 'must not contain "." or ".." segments or "//"',
+    })
+    .describe(
+      'Requests whose path is this prefix or continues it after a "/" take this route; the longest matching prefix wins.',
+    ),
+  host: z
+    .string()
+    .regex(/^[a-z0-9.-]+$/, 'must be a lower-case host name without port')
+    .optional()
+    .describe('Only requests whose Host header (port ignored) is this name take the route; default any host.'),
+  upstream: z
+    .url()
+    .refine((v) => /^https?:\/\//.test(v) && !v.includes('?') && !v.includes('#'), {
+      message: 'must be an http:// or https:// URL without query or fragment',
+    })
+    .describe('Where allowed requests go; a path in it is prepended to the forwarded path.'),
+  resource: z
+    .string()
+    .describe(
+      'The audience every token must name (RFC 8707 / RFC 9068 §4): an identifier from resources[]; its RFC 9728 metadata is served by the gateway.',
+    ),
+  scopes: z
+    .record(z.string(), z.array(z.string().regex(scopeToken, 'is not a valid scope token (RFC 6749 §3.3)')))
+    .superRefine((rec, ctx) => {
+      if (Object.keys(rec).length === 0)
+        ctx.addIssue({ code: 'custom', message: 'name at least one method (or "*"); an empty list requires no scope' });
+      for (const k of Object.keys(rec))
+        if (!(GATEWAY_METHODS as readonly string[]).includes(k))
+          ctx.addIssue({ code: 'custom', message: `"${k}" is not one of ${GATEWAY_METHODS.join(', ')}` });
+    })
+    .describe(
+      'Scopes a token needs, by HTTP method, e.g. {"GET": ["orders:read"], "POST": ["orders:write"]}; "*" covers methods not named, HEAD falls back to GET. A method not covered is refused (405).',
+    ),
+  dpop: z
+    .enum(['required', 'allowed'])
+    .default('allowed')
+    .describe('required: only DPoP-bound tokens with a valid proof (RFC 9449); allowed: Bearer or DPoP.'),
+  rate_limit: rateRule(0, '1m').describe(
+    "Requests per client (the token's client_id) on this route (0: no limit); over it the gateway answers 429.",
+  ),
+  strip_prefix: z.boolean().default(false).describe('Remove path_prefix before forwarding (/orders/7 -> /7 upstream).'),
+  identity_headers: z
+    .boolean()
+    .default(true)
+    .describe(
+      "Send the token's sub, client_id, scope and jti upstream in {identity_header_prefix}sub, -client-id, -scope, -jti. Client-sent headers with that prefix are always removed.",
+    ),
+  forward_authorization: z
+    .boolean()
+    .default(false)
+    .describe(
+      'Forward the Authorization (and DPoP) header upstream; default stripped (the upstream trusts the gateway).',
+    ),
+  timeout: duration('30s')
+    .refine((v) => v >= 1, { message: 'must be at least 1s' })
+    .describe('Longest wait for the upstream response headers, and between body chunks (504 when headers are late).'),
+});
+
+export const gatewaySchema = z.strictObject({
+  listen: z
+    .strictObject({
+      host: z.string().default('127.0.0.1').describe('Address the gateway listens on.'),
+      port: z.number().int().min(0).max(65535).default(9080).describe('TCP port of the gateway (0: any free port).'),
+    })
+    .prefault({})
+    .describe("The gateway's own listener, separate from the authorization server's listen."),
+  routes: z
+    .array(gatewayRouteSchema)
+    .default([])
+    .describe('Routes to upstream APIs; a request no route matches is refused (default deny).'),
+  accepted_algorithms: z
+    .array(z.enum(SIGNING_ALGORITHMS))
+    .min(1)
+    .default([...SIGNING_ALGORITHMS])
+    .describe('JWS algorithms accepted on access tokens (asymmetric only: none and HMAC can never be listed).'),
+  clock_skew: duration('5s')
+    .refine((v) => v <= 300, { message: 'must be at most 5m' })
+    .describe('Tolerance on exp, nbf and iat of access tokens.'),
+  token_cache_size: z
+    .number()
+    .int()
+    .min(0)
+    .max(1_000_000)
+    .default(10000)
+    .describe(
+      'Verified tokens kept in memory (signature checked once; expiry, audience, scopes and revocation every request). 0: no cache.',
+    ),
+  identity_header_prefix: z
+    .string()
+    .regex(/^[a-z0-9-]+-$/, 'must be lower-case letters, digits and "-", ending in "-"')
+    .default('x-portcullis-')
+    .describe('Prefix of the identity headers sent upstream.'),
+  usage_flush_ms: z
+    .number()
+    .int()
+    .min(50)
+    .max(1000)
+    .default(1000)
+    .describe('How often aggregated gateway.usage records are written (ms; at most a second).'),
+  upstream_connections: z
+    .number()
+    .int()
+    .min(1)
+    .max(10000)
+    .default(128)
+    .describe('Keep-alive connections per upstream origin.'),
+  connect_timeout: duration('5s')
+    .refine((v) => v >= 1, { message: 'must be at least 1s' })
+    .describe('Longest wait to connect to an upstream (504 after it).'),
+});
+
 export const configSchema = z.strictObject({
   issuer: z
     .url()
@@ -490,6 +619,9 @@ export const configSchema = z.strictObject({
         .describe('Page background.'),
     })
     .prefault({}),
+  gateway: gatewaySchema
+    .optional()
+    .describe('The API gateway: its own listener in the same process as the authorization server. Unset: no gateway.'),
   resources: z.array(resourceSchema).default([]),
   clients: z.array(clientSchema).default([]),
   users: z.array(userSchema).default([]),
@@ -500,6 +632,8 @@ export type ParsedConfig = z.output<typeof configSchema>;
 export type ResourceConfig = z.output<typeof resourceSchema>;
 export type ClientConfig = z.output<typeof clientSchema>;
 export type UserConfig = z.output<typeof userSchema>;
+export type GatewayConfig = z.output<typeof gatewaySchema>;
+export type GatewayRouteConfig = z.output<typeof gatewayRouteSchema>;
 
 /** The validated configuration with the issuer resolved. Deep-frozen once loaded. */
 export type Config = Readonly<ParsedConfig & { issuer: string }>;

@@ -236,30 +236,61 @@ export function toErrorResponse(err: OAuthError): { status: number; headers: Rec
   };
 }
 
+/**
+ * Extra parameters of a protected resource's challenge: RFC 9728 §5.1 resource_metadata (where a client discovers
+ * the authorization server) and RFC 9449 §7.1 DPoP (a DPoP challenge with the proof algorithms accepted, instead of
+ * or beside Bearer).
+ */
+export interface ResourceChallenge {
+  resourceMetadata?: string | undefined;
+  dpop?: 'only' | 'also' | undefined;
+  dpopAlgs?: readonly string[] | undefined;
+}
+
 /** RFC 6750 §3: a protected resource answers a missing or bad bearer token with 401 and WWW-Authenticate. */
-function bearerChallenge(code: string | undefined, description: string | undefined, scope?: string): string {
-  const parts = ['Bearer realm="portcullis"'];
+function bearerChallenge(
+  code: string | undefined,
+  description: string | undefined,
+  scope?: string,
+  opts: ResourceChallenge = {},
+): string {
+  const parts = ['realm="portcullis"'];
   if (code) parts.push(`error="${code}"`);
   if (description) parts.push(`error_description="${description.replace(/["\\]/g, '')}"`);
   if (scope) parts.push(`scope="${scope}"`);
-  return parts.join(', ');
+  if (opts.resourceMetadata) parts.push(`resource_metadata="${opts.resourceMetadata.replace(/["\\]/g, '')}"`);
+  const bearer = `Bearer ${parts.join(', ')}`;
+  if (!opts.dpop) return bearer;
+  // Several challenges in one field are comma-separated (RFC 9110 §11.6.1).
+  const algs = opts.dpopAlgs?.length ? [`algs="${opts.dpopAlgs.join(' ')}"`] : [];
+  const dpop = `DPoP ${[...algs, ...parts].join(', ')}`;
+  return opts.dpop === 'only' ? dpop : `${bearer}, ${dpop}`;
 }
 
 export class InvalidToken extends OAuthError {
   /** No credentials at all: RFC 6750 §3.1 says the challenge then carries no error code. */
-  constructor(description: string, missing = false) {
+  constructor(description: string, missing = false, challenge?: ResourceChallenge) {
     super('invalid_token', 401, description, {
       'www-authenticate': missing
-        ? bearerChallenge(undefined, undefined)
-        : bearerChallenge('invalid_token', description),
+        ? bearerChallenge(undefined, undefined, undefined, challenge)
+        : bearerChallenge('invalid_token', description, undefined, challenge),
     });
   }
 }
 
 export class InsufficientScope extends OAuthError {
-  constructor(description: string, scope: string) {
+  constructor(description: string, scope: string, challenge?: ResourceChallenge) {
     super('insufficient_scope', 403, description, {
-      'www-authenticate': bearerChallenge('insufficient_scope', description, scope),
+      'www-authenticate': bearerChallenge('insufficient_scope', description, scope, challenge),
+    });
+  }
+}
+
+/** RFC 6750 §3.1 invalid_request at a protected resource: 400 with the challenge (e.g. a token in the query). */
+export class InvalidResourceRequest extends OAuthError {
+  constructor(description: string, challenge?: ResourceChallenge) {
+    super('invalid_request', 400, description, {
+      'www-authenticate': bearerChallenge('invalid_request', description, undefined, challenge),
     });
   }
 }

@@ -52,6 +52,8 @@ export const EVENT_TYPES = [
   'key.revoked',
   'revocation.feed_lost',
   'revocation.feed_restored',
+  'gateway.denied',
+  'gateway.usage',
   'config.applied',
   'storage.migrated',
   'server.started',

@@ -16,7 +16,7 @@ import type { OAuthContext, RequestMeta } from '../oauth/context.ts';
 export type LimitedAction = 'login' | 'mfa' | 'token' | 'introspect' | 'device';
 
 /** What a refusal counted by: never the raw key in the event's name, the IP (when there is one) in its data. */
-export type KeyKind = 'ip' | 'global' | 'session' | 'account';
+export type KeyKind = 'ip' | 'global' | 'session' | 'account' | 'client';
 
 export type ThrottleRuleName = {
   [K in keyof Config['throttle']]: Config['throttle'][K] extends { limit: number } ? K : never;

@@ -1,0 +1,285 @@
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { Logger } from 'pino';
+import { type Dispatcher, Pool } from 'undici';
+import type { Route } from './routes.ts';
+import type { GatewayToken } from './verify-token.ts';
+
+/**
+ * RFC 9110 §7.6.1 hop-by-hop fields (and the obsolete ones peers still send): they describe one connection and are
+ * never forwarded. host is set for the upstream, expect is answered here, and the forwarding headers are replaced
+ * by the gateway's own (a client could otherwise claim any address).
+ */
+const REQUEST_DROP = new Set([
+  'connection',
+  'keep-alive',
+  'proxy-connection',
+  'te',
+  'trailer',
+  'transfer-encoding',
+  'upgrade',
+  'http2-settings',
+  'proxy-authorization',
+  'proxy-authenticate',
+  'host',
+  'expect',
+  'forwarded',
+  'x-forwarded-for',
+  'x-forwarded-host',
+  'x-forwarded-proto',
+  'x-forwarded-port',
+  'x-real-ip',
+]);
+
+const RESPONSE_DROP = new Set([
+  'connection',
+  'keep-alive',
+  'proxy-connection',
+  'te',
+  'trailer',
+  'transfer-encoding',
+  'upgrade',
+  'proxy-authenticate',
+  'proxy-authorization',
+]);
+
+/** The request's headers read once: names lower-cased, and the few the gateway itself needs. */
+export interface ScannedHeaders {
+  /** [name, value, name, value, ...] with lower-case names, in the order received. */
+  fields: string[];
+  authorization: string[];
+  dpop: string[];
+  host: string | undefined;
+  /** Field names listed in Connection (RFC 9110 §7.6.1), lower-case. */
+  connection: string[] | undefined;
+  /** Whether the request has a body (Content-Length above 0, or Transfer-Encoding). */
+  hasBody: boolean;
+}
+
+export function scanHeaders(raw: readonly string[]): ScannedHeaders {
+  const fields: string[] = new Array(raw.length);
+  const s: ScannedHeaders = {
+    fields,
+    authorization: [],
+    dpop: [],
+    host: undefined,
+    connection: undefined,
+    hasBody: false,
+  };
+  for (let i = 0; i < raw.length; i += 2) {
+    const name = (raw[i] as string).toLowerCase();
+    const value = raw[i + 1] as string;
+    fields[i] = name;
+    fields[i + 1] = value;
+    switch (name) {
+      case 'authorization':
+        s.authorization.push(value);
+        break;
+      case 'dpop':
+        s.dpop.push(value);
+        break;
+      case 'host':
+        s.host = value;
+        break;
+      case 'connection':
+        for (const t of value.split(',')) {
+          const n = t.trim().toLowerCase();
+          if (!n) continue;
+          if (s.connection) s.connection.push(n);
+          else s.connection = [n];
+        }
+        break;
+      case 'content-length':
+        if (value !== '0') s.hasBody = true;
+        break;
+      case 'transfer-encoding':
+        s.hasBody = true;
+        break;
+    }
+  }
+  return s;
+}
+
+export interface ForwardInput {
+  req: IncomingMessage;
+  res: ServerResponse;
+  route: Route;
+  token: GatewayToken;
+  headers: ScannedHeaders;
+  /** Path and query for the upstream. */
+  path: string;
+  clientIp: string;
+}
+
+export interface ForwarderOptions {
+  connections: number;
+  connectTimeoutMs: number;
+  identityHeaderPrefix: string;
+  log: Logger;
+}
+
+/**
+ * Forwards allowed requests with one undici pool per upstream origin. Bodies stream both ways with backpressure
+ * (nothing is buffered whole); a late upstream is answered 504 and an unreachable one 502, with no internal detail.
+ */
+export class Forwarder {
+  private readonly pools = new Map<string, Pool>();
+  private readonly opts: ForwarderOptions;
+  private readonly idSub: string;
+  private readonly idClient: string;
+  private readonly idScope: string;
+  private readonly idJti: string;
+
+  constructor(opts: ForwarderOptions) {
+    this.opts = opts;
+    const p = opts.identityHeaderPrefix;
+    this.idSub = `${p}sub`;
+    this.idClient = `${p}client-id`;
+    this.idScope = `${p}scope`;
+    this.idJti = `${p}jti`;
+  }
+
+  private pool(origin: string): Pool {
+    let p = this.pools.get(origin);
+    if (!p) {
+      p = new Pool(origin, {
+        connections: this.opts.connections,
+        pipelining: 1,
+        connect: { timeout: this.opts.connectTimeoutMs },
+      });
+      this.pools.set(origin, p);
+    }
+    return p;
+  }
+
+  /** The header list sent upstream. */
+  upstreamHeaders(input: ForwardInput): string[] {
+    const { route, token, headers } = input;
+    const prefix = this.opts.identityHeaderPrefix;
+    const listed = headers.connection;
+    const f = headers.fields;
+    const out: string[] = [];
+    for (let i = 0; i < f.length; i += 2) {
+      const name = f[i] as string;
+      if (REQUEST_DROP.has(name) || name.startsWith(prefix)) continue;
+      if (listed?.includes(name)) continue;
+      if ((name === 'authorization' || name === 'dpop') && !route.forwardAuthorization) continue;
+      out.push(name, f[i + 1] as string);
+    }
+    out.push('x-forwarded-for', input.clientIp, 'x-forwarded-proto', 'http');
+    if (headers.host !== undefined) out.push('x-forwarded-host', headers.host);
+    if (route.identityHeaders)
+      out.push(this.idSub, token.sub, this.idClient, token.clientId, this.idScope, token.scope, this.idJti, token.jti);
+    return out;
+  }
+
+  forward(input: ForwardInput): void {
+    const { req, res, route } = input;
+    const handler = new ProxyHandler(res, route.name, this.opts.log);
+    res.on('close', () => handler.clientClosed());
+    try {
+      this.pool(route.origin).dispatch(
+        {
+          path: input.path,
+          method: req.method as Dispatcher.HttpMethod,
+          headers: this.upstreamHeaders(input),
+          body: input.headers.hasBody ? req : null,
+          headersTimeout: route.timeoutMs,
+          bodyTimeout: route.timeoutMs,
+        },
+        handler,
+      );
+    } catch (err) {
+      handler.onResponseError(undefined, err as Error);
+    }
+  }
+
+  async close(): Promise<void> {
+    await Promise.all([...this.pools.values()].map((p) => p.close()));
+    this.pools.clear();
+  }
+}
+
+/** Writes the upstream response to the client as it arrives (undici's handler interface, with backpressure). */
+class ProxyHandler implements Dispatcher.DispatchHandler {
+  private readonly res: ServerResponse;
+  private readonly route: string;
+  private readonly log: Logger;
+  private controller: Dispatcher.DispatchController | undefined;
+  private done = false;
+
+  constructor(res: ServerResponse, route: string, log: Logger) {
+    this.res = res;
+    this.route = route;
+    this.log = log;
+  }
+
+  clientClosed(): void {
+    // The client went away before the response ended: stop the upstream request too.
+    if (!this.done) this.controller?.abort(new Error('client closed the connection'));
+  }
+
+  onRequestStart(controller: Dispatcher.DispatchController): void {
+    this.controller = controller;
+  }
+
+  onResponseStart(
+    _controller: Dispatcher.DispatchController,
+    statusCode: number,
+    headers: Record<string, string | string[] | undefined>,
+  ): void {
+    const listed = headers.connection;
+    const extra =
+      listed === undefined
+        ? undefined
+        : String(listed)
+            .split(',')
+            .map((t) => t.trim().toLowerCase());
+    const out: Record<string, string | string[]> = {};
+    for (const name in headers) {
+      const v = headers[name];
+      if (v === undefined || RESPONSE_DROP.has(name) || extra?.includes(name)) continue;
+      out[name] = v;
+    }
+    this.res.writeHead(statusCode, out);
+  }
+
+  onResponseData(controller: Dispatcher.DispatchController, chunk: Buffer): void {
+    if (!this.res.write(chunk)) {
+      controller.pause();
+      this.res.once('drain', () => controller.resume());
+    }
+  }
+
+  onResponseEnd(): void {
+    this.done = true;
+    this.res.end();
+  }
+
+  onResponseError(_controller: Dispatcher.DispatchController | undefined, err: Error): void {
+    if (this.done) return;
+    this.done = true;
+    const code = (err as { code?: string }).code ?? 'unknown';
+    const res = this.res;
+    if (res.destroyed || res.writableEnded) return;
+    if (res.headersSent) {
+      // Too late for a status: cut the response so the client sees it incomplete, never silently truncated.
+      this.log.warn({ route: this.route, code }, 'upstream failed during the response');
+      res.destroy();
+      return;
+    }
+    const timeout =
+      code === 'UND_ERR_HEADERS_TIMEOUT' || code === 'UND_ERR_CONNECT_TIMEOUT' || code === 'UND_ERR_BODY_TIMEOUT';
+    this.log.warn({ route: this.route, code }, timeout ? 'upstream timed out' : 'upstream unreachable');
+    const body = JSON.stringify(
+      timeout
+        ? { error: 'upstream_timeout', error_description: 'the upstream service did not answer in time' }
+        : { error: 'upstream_unavailable', error_description: 'the upstream service could not be reached' },
+    );
+    res.writeHead(timeout ? 504 : 502, {
+      'content-type': 'application/json',
+      'cache-control': 'no-store',
+      'content-length': Buffer.byteLength(body),
+    });
+    res.end(body);
+  }
+}
