@@ -2,9 +2,18 @@
  * The API gateway, black-box: a real Portcullis process (authorization server + gateway listener) in front of a
  * real node:http upstream. Tokens come from the real token endpoint; forged ones are built here.
  */
-import { createHash, createHmac, createPublicKey, generateKeyPairSync, randomBytes, sign } from 'node:crypto';
+import {
+  createHash,
+  createHmac,
+  createPublicKey,
+  generateKeyPairSync,
+  randomBytes,
+  randomUUID,
+  sign,
+} from 'node:crypto';
 import { createServer, request } from 'node:http';
 import type { AddressInfo } from 'node:net';
+import { exportJWK, generateKeyPair, SignJWT } from 'jose';
 import * as oauth from 'oauth4webapi';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Browser } from './helpers/browser.ts';
@@ -13,6 +22,7 @@ import { bearer, call, startUpstream, type Upstream } from './helpers/gateway.ts
 import { API, BILLING, baseConfig, claimsOf, fetchJwks, getToken, postForm, revoke, secret } from './helpers/oauth.ts';
 import { freePort, type RunningServer, startServer } from './helpers/server.ts';
 import { ALICE, authorizeUrl, codeFlow, WEB_CB } from './helpers/signin.ts';
+import { serverNow } from './helpers/totp.ts';
 
 let server: RunningServer;
 let upstream: Upstream;
@@ -496,6 +506,8 @@ describe('forged tokens', () => {
   });
 });
 
+type KeyPair = Awaited<ReturnType<typeof generateKeyPair>>;
+
 describe('DPoP (RFC 9449)', () => {
   it('a route with dpop: required refuses a Bearer token with a DPoP challenge', async () => {
     const r = await call(gw, '/secure', { headers: bearer(await svcToken()) });
@@ -506,18 +518,83 @@ describe('DPoP (RFC 9449)', () => {
     expect((await lastDenial())?.data).toMatchObject({ reason: 'dpop_required', route: 'dpop-only' });
   });
 
-  it('the DPoP scheme is refused until proof checking lands (never accepted unchecked)', async () => {
-    const token = await svcToken();
+  /** A DPoP proof (RFC 9449 §4.2) for a request to url with method, bound to the access token when given. */
+  async function proofFor(
+    k: KeyPair,
+    method: string,
+    url: string,
+    accessToken?: string,
+    over: Record<string, unknown> = {},
+  ) {
+    const jwk = await exportJWK(k.publicKey);
+    return new SignJWT({
+      htm: method,
+      htu: url,
+      jti: randomUUID(),
+      iat: Math.floor((await serverNow(server)) / 1000),
+      ...(accessToken ? { ath: createHash('sha256').update(accessToken).digest('base64url') } : {}),
+      ...over,
+    })
+      .setProtectedHeader({ alg: 'ES256', typ: 'dpop+jwt', jwk })
+      .sign(k.privateKey);
+  }
+
+  async function boundToken(k: KeyPair): Promise<string> {
+    const r = await postForm(
+      `${server.url}/token`,
+      { grant_type: 'client_credentials', scope: 'orders:read' },
+      {
+        basic: [clients.svc.client_id, clients.svc.client_secret],
+        headers: { dpop: await proofFor(k, 'POST', `${server.issuer}/token`) },
+      },
+    );
+    expect(r.status, r.text).toBe(200);
+    expect(r.json?.token_type).toBe('DPoP');
+    return r.json?.access_token as string;
+  }
+
+  it('a DPoP-bound token with a valid proof passes, on DPoP-only and ordinary routes', async () => {
+    const k = await generateKeyPair('ES256');
+    const token = await boundToken(k);
     for (const path of ['/secure', '/orders']) {
-      let r!: Awaited<ReturnType<typeof call>>;
+      const p = await proofFor(k, 'GET', `${gw}${path}`, token);
       const n = await reached(async () => {
-        r = await call(gw, path, { headers: { authorization: `DPoP ${token}`, dpop: 'x.y.z' } });
+        const r = await call(gw, path, { headers: { authorization: `DPoP ${token}`, dpop: p } });
+        expect(r.status, JSON.stringify(r.json)).toBe(200);
       });
-      expect(n).toBe(0);
-      expect(r.status).toBe(401);
-      expect(r.json?.error_description).toMatch(/DPoP support pending/);
-      expect((await lastDenial())?.data).toMatchObject({ reason: 'dpop_unavailable' });
+      expect(n).toBe(1);
     }
+  });
+
+  it('refuses a proof for another URL or method, a replayed proof, another key, a missing ath, and an unbound token', async () => {
+    const k = await generateKeyPair('ES256');
+    const other = await generateKeyPair('ES256');
+    const token = await boundToken(k);
+    const url = `${gw}/secure`;
+    const replayed = await proofFor(k, 'GET', url, token);
+    expect((await call(gw, '/secure', { headers: { authorization: `DPoP ${token}`, dpop: replayed } })).status).toBe(
+      200,
+    );
+    const cases: Array<[string, string, string]> = [
+      ['wrong htu', `DPoP ${token}`, await proofFor(k, 'GET', `${gw}/orders`, token)],
+      ['wrong htm', `DPoP ${token}`, await proofFor(k, 'POST', url, token)],
+      ['replayed jti', `DPoP ${token}`, replayed],
+      ['another key', `DPoP ${token}`, await proofFor(other, 'GET', url, token)],
+      ['no ath', `DPoP ${token}`, await proofFor(k, 'GET', url)],
+      ['unbound token', `DPoP ${await svcToken()}`, await proofFor(k, 'GET', url)],
+    ];
+    for (const [name, authorization, dpop] of cases) {
+      const n = await reached(async () => {
+        const r = await call(gw, '/secure', { headers: { authorization, dpop } });
+        expect(r.status, name).toBe(401);
+        expect(String(r.headers['www-authenticate']), name).toMatch(/DPoP .*error="invalid_dpop_proof"/);
+      });
+      expect(n, name).toBe(0);
+      expect((await lastDenial())?.data, name).toMatchObject({ reason: 'dpop_invalid' });
+    }
+    // A bound token presented as Bearer is refused (RFC 9449 §7.2).
+    expect((await call(gw, '/orders', { headers: bearer(token) })).status).toBe(401);
+    expect((await lastDenial())?.data).toMatchObject({ reason: 'dpop_bound_token_as_bearer' });
   });
 });
 

@@ -295,6 +295,27 @@ export class InvalidResourceRequest extends OAuthError {
   }
 }
 
+/**
+ * RFC 9449 §7.1 / §9: a protected resource refuses a DPoP proof (invalid_dpop_proof) or asks for its nonce
+ * (use_dpop_nonce) with 401 and a DPoP challenge; the nonce travels in the DPoP-Nonce header.
+ */
+export class ResourceDpopError extends OAuthError {
+  constructor(
+    code: 'invalid_dpop_proof' | 'use_dpop_nonce',
+    description: string,
+    challenge: ResourceChallenge = {},
+    nonce?: string,
+  ) {
+    super(code, 401, description, {
+      'www-authenticate': bearerChallenge(code, description, undefined, {
+        ...challenge,
+        dpop: challenge.dpop ?? 'also',
+      }),
+      ...(nonce ? { 'dpop-nonce': nonce } : {}),
+    });
+  }
+}
+
 /** Configuration and operational errors that are not OAuth protocol errors. */
 export class ConfigError extends Error {
   readonly problems: string[];

@@ -28,7 +28,8 @@ export type DenialReason =
   | 'dpop_invalid'
   | 'dpop_unavailable'
   | 'insufficient_scope'
-  | 'rate_limited';
+  | 'rate_limited'
+  | 'revocation_feed_down';
 
 /** Facts about the token, known once it verified: they go into the denial event's columns. */
 export interface DeniedTokenFacts {

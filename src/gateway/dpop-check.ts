@@ -1,5 +1,12 @@
-import { InvalidToken, type ResourceChallenge } from '../errors/oauth-error.ts';
+import {
+  InvalidDpopProof,
+  InvalidGrant,
+  type ResourceChallenge,
+  ResourceDpopError,
+  UseDpopNonce,
+} from '../errors/oauth-error.ts';
 import type { OAuthContext } from '../oauth/context.ts';
+import { verifyDpopProof } from '../oauth/dpop.ts';
 import { Denial, type DeniedTokenFacts } from './denial.ts';
 
 export interface DpopCheck {
@@ -17,17 +24,40 @@ export interface DpopCheck {
 
 /**
  * The one place the gateway checks a DPoP proof (RFC 9449 §4.3 and §7.1: typ, alg, jwk, htm, htu, iat, jti replay,
- * ath, and the key matching cnf.jkt). It is called for every request presented with the DPoP scheme.
- *
- * PENDING: proof verification (verifyDpopProof in src/oauth/dpop.ts) is being written on another branch and is not
- * on this one. Until it lands here, every DPoP-scheme request is refused: the gateway never accepts a proof it
- * has not checked. Routes with `dpop: required` therefore refuse every request for now (Bearer ones with
- * dpop_required, DPoP ones here).
+ * ath, and the key matching cnf.jkt), with the same verifier the token endpoint uses (src/oauth/dpop.ts). Called
+ * for every request presented with the DPoP scheme. A DPoP-scheme request with a token that is not DPoP-bound is
+ * refused (§7.1: the scheme promises a bound token). Failures become 401 with a DPoP challenge.
  */
-export function checkDpop(_ctx: OAuthContext, input: DpopCheck): { jkt: string } {
-  throw new Denial(
-    'dpop_unavailable',
-    new InvalidToken('DPoP support pending: DPoP proofs cannot be checked yet', false, input.challenge),
-    input.token,
-  );
+export async function checkDpop(ctx: OAuthContext, input: DpopCheck): Promise<{ jkt: string }> {
+  if (input.expectedJkt === undefined)
+    throw new Denial(
+      'dpop_invalid',
+      new ResourceDpopError('invalid_dpop_proof', 'the access token is not DPoP-bound', input.challenge),
+      input.token,
+    );
+  try {
+    const v = await verifyDpopProof(ctx, {
+      proof: input.proof,
+      method: input.method,
+      url: input.url,
+      accessToken: input.accessToken,
+      expectedJkt: input.expectedJkt,
+      requireNonce: ctx.config.dpop.require_nonce,
+    });
+    return { jkt: v.jkt };
+  } catch (e) {
+    if (e instanceof UseDpopNonce)
+      throw new Denial(
+        'dpop_invalid',
+        new ResourceDpopError('use_dpop_nonce', e.description, input.challenge, e.nonce),
+        input.token,
+      );
+    if (e instanceof InvalidDpopProof || e instanceof InvalidGrant)
+      throw new Denial(
+        'dpop_invalid',
+        new ResourceDpopError('invalid_dpop_proof', e.description, input.challenge),
+        input.token,
+      );
+    throw e;
+  }
 }

@@ -87,9 +87,20 @@ describe('per-request policy', () => {
     expect(check(ctx(), token(), route({ dpop: 'required' }))).toBe('dpop_required');
   });
 
-  it('sends every DPoP-scheme request through checkDpop, which refuses until proof checking lands', () => {
+  it('hands every DPoP-scheme request to checkDpop (the proof is checked after the cheap checks)', () => {
     const dpop: Credentials = { scheme: 'dpop', token: 't', proof: 'p' };
-    expect(check(ctx(), token({ jkt: 'thumbprint' }), route(), dpop)).toBe('dpop_unavailable');
-    expect(check(ctx(), token({ jkt: 'thumbprint' }), route({ dpop: 'required' }), dpop)).toBe('dpop_unavailable');
+    const pending = authorizeRequest(
+      ctx(),
+      route(),
+      token({ jkt: 'thumbprint' }),
+      dpop,
+      { method: 'GET', url: 'http://gw/a' },
+      NOW,
+      5,
+    );
+    expect(pending).toMatchObject({ proof: 'p', expectedJkt: 'thumbprint', accessToken: 't', method: 'GET' });
+    expect(
+      authorizeRequest(ctx(), route(), token(), bearerCred, { method: 'GET', url: 'http://gw/a' }, NOW, 5),
+    ).toBeUndefined();
   });
 });

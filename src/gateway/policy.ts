@@ -1,7 +1,7 @@
 import { InsufficientScope, InvalidToken, OAuthError } from '../errors/oauth-error.ts';
 import type { OAuthContext } from '../oauth/context.ts';
 import { Denial, type DenialReason, type DeniedTokenFacts } from './denial.ts';
-import { checkDpop } from './dpop-check.ts';
+import type { DpopCheck } from './dpop-check.ts';
 import { type Route, requiredScopes } from './routes.ts';
 import type { Credentials, GatewayToken } from './verify-token.ts';
 
@@ -23,7 +23,8 @@ export interface RequestFacts {
  * The per-request checks on a verified token, cheap enough for every request (the signature was checked once,
  * verify-token.ts): lifetime with a small skew (RFC 9068 §4), the signing key still trusted, the revocation set,
  * the audience (RFC 8707: the route's resource), sender constraint (RFC 9449), then the method's scopes
- * (RFC 6750 §3.1: insufficient_scope names what is needed). Throws a Denial.
+ * (RFC 6750 §3.1: insufficient_scope names what is needed). Throws a Denial. Returns the DPoP proof check still
+ * to run (checkDpop) for a DPoP-scheme request.
  */
 export function authorizeRequest(
   ctx: OAuthContext,
@@ -33,7 +34,7 @@ export function authorizeRequest(
   req: RequestFacts,
   nowMs: number,
   skewSeconds: number,
-): void {
+): DpopCheck | undefined {
   const now = nowMs / 1000;
   if (t.exp + skewSeconds <= now) invalid('expired', 'the access token has expired', route, t);
   if ((t.nbf !== undefined && t.nbf - skewSeconds > now) || t.iat - skewSeconds > now)
@@ -51,8 +52,10 @@ export function authorizeRequest(
   if (!t.aud.includes(route.resource))
     invalid('wrong_audience', 'the access token is not meant for this API', route, t);
 
+  let dpop: DpopCheck | undefined;
   if (cred.scheme === 'dpop') {
-    checkDpop(ctx, {
+    // The proof itself is checked after these cheap checks, asynchronously (checkDpop: it records the jti).
+    dpop = {
       proof: cred.proof,
       method: req.method,
       url: req.url,
@@ -60,7 +63,7 @@ export function authorizeRequest(
       expectedJkt: t.jkt,
       challenge: route.challenge,
       token: tokenFacts(t),
-    });
+    };
   } else {
     // RFC 9449 §7.2: a DPoP-bound token presented as a plain bearer token is refused (its holder must prove the key).
     if (t.jkt !== undefined)
@@ -86,4 +89,5 @@ export function authorizeRequest(
         new InsufficientScope(`this request needs the scope ${needed.join(' ')}`, needed.join(' '), route.challenge),
         tokenFacts(t),
       );
+  return dpop;
 }

@@ -6,12 +6,14 @@ import {
   InvalidResourceRequest,
   OAuthError,
   RateLimited,
+  ServerError,
   toErrorResponse,
 } from '../errors/oauth-error.ts';
 import { noteRefusal } from '../identity/rate-limits.ts';
 import { randomId } from '../lib/crypto.ts';
 import type { OAuthContext } from '../oauth/context.ts';
 import { Denial } from './denial.ts';
+import { checkDpop } from './dpop-check.ts';
 import { Forwarder, type ScannedHeaders, scanHeaders } from './forward.ts';
 import { authorizeRequest, tokenFacts } from './policy.ts';
 import { MetadataIndex, PRM_PREFIX } from './resource-metadata.ts';
@@ -156,33 +158,61 @@ export async function startGateway(ctx: OAuthContext, g: GatewayConfig): Promise
       const token = verifier.verify(cred.token, route.challenge);
       const now = ctx.clock.nowMs();
       const method = req.method ?? 'GET';
-      authorizeRequest(ctx, route, token, cred, { method, url: `http://${headers.host ?? ''}${path}` }, now, skew);
-      const rule = route.rateRule;
-      if (!rule) {
-        pass(req, res, route, token, headers, path, query, now);
+      // Fail closed when this node cannot be sure its revocation set is current (the bus has been down longer than
+      // revocation.max_feed_lag): a revoked token must not slip through while the node is deaf.
+      if (!ctx.revocations.healthy(now))
+        throw new Denial(
+          'revocation_feed_down',
+          new OAuthError('temporarily_unavailable', 503, 'the gateway cannot confirm revocations right now'),
+          tokenFacts(token),
+        );
+      const dpop = authorizeRequest(
+        ctx,
+        route,
+        token,
+        cred,
+        { method, url: `http://${headers.host ?? ''}${path}` },
+        now,
+        skew,
+      );
+      const r = route;
+      const limitThenPass = (): void => {
+        const rule = r.rateRule;
+        if (!rule) {
+          pass(req, res, r, token, headers, path, query, now);
+          return;
+        }
+        ctx.limiter.hit(token.clientId, rule).then(
+          async (result) => {
+            if (result.allowed) return pass(req, res, r, token, headers, path, query, now);
+            const meta = { requestId: randomId(), ip: clientIp(req), userAgent: undefined };
+            await noteRefusal(ctx, rule, 'client', meta, result, token.clientId).catch((err) =>
+              ctx.log.error({ err }, 'rate_limit.hit event not written'),
+            );
+            sendDenial(
+              req,
+              res,
+              new Denial('rate_limited', new RateLimited(result.retryAfter), tokenFacts(token)),
+              r,
+              path,
+            );
+          },
+          (err) => {
+            ctx.log.error({ err }, 'gateway rate limiter failed');
+            sendDenial(req, res, new Denial('rate_limited', new RateLimited(1), tokenFacts(token)), r, path);
+          },
+        );
+      };
+      if (!dpop) {
+        limitThenPass();
         return;
       }
-      const r = route;
-      ctx.limiter.hit(token.clientId, rule).then(
-        async (result) => {
-          if (result.allowed) return pass(req, res, r, token, headers, path, query, now);
-          const meta = { requestId: randomId(), ip: clientIp(req), userAgent: undefined };
-          await noteRefusal(ctx, rule, 'client', meta, result, token.clientId).catch((err) =>
-            ctx.log.error({ err }, 'rate_limit.hit event not written'),
-          );
-          sendDenial(
-            req,
-            res,
-            new Denial('rate_limited', new RateLimited(result.retryAfter), tokenFacts(token)),
-            r,
-            path,
-          );
-        },
-        (err) => {
-          ctx.log.error({ err }, 'gateway rate limiter failed');
-          sendDenial(req, res, new Denial('rate_limited', new RateLimited(1), tokenFacts(token)), r, path);
-        },
-      );
+      // RFC 9449 §7.1: the proof is checked after the cheap checks, asynchronously (its jti is recorded).
+      checkDpop(ctx, dpop).then(limitThenPass, (e: unknown) => {
+        if (e instanceof Denial) return sendDenial(req, res, e, r, path);
+        ctx.log.error({ err: e }, 'gateway DPoP check failed');
+        sendDenial(req, res, new Denial('dpop_invalid', new ServerError(), tokenFacts(token)), r, path);
+      });
     } catch (e) {
       if (e instanceof Denial) {
         sendDenial(req, res, e, route, path);
