@@ -199,6 +199,10 @@ export class Forwarder {
   }
 }
 
+function uncork(res: ServerResponse): void {
+  res.uncork();
+}
+
 /** Writes the upstream response to the client as it arrives (undici's handler interface, with backpressure). */
 class ProxyHandler implements Dispatcher.DispatchHandler {
   private readonly res: ServerResponse;
@@ -241,6 +245,10 @@ class ProxyHandler implements Dispatcher.DispatchHandler {
       out[name] = v;
     }
     this.res.writeHead(statusCode, out);
+    // Hold the socket until the body chunks that arrived with the headers are queued too: headers and a small body
+    // then leave in one write instead of two (node writes a response's head and first chunk separately).
+    this.res.cork();
+    process.nextTick(uncork, this.res);
   }
 
   onResponseData(controller: Dispatcher.DispatchController, chunk: Buffer): void {
