@@ -18,22 +18,9 @@ export function parseForm(body: string, maxParamBytes: number): Record<string, s
   const out: Record<string, string> = Object.create(null);
   if (body.length === 0) return out;
   for (const pair of body.split('&')) {
-    if (pair === '') continue;
-    const eq = pair.indexOf('=');
-    const rawKey = eq === -1 ? pair : pair.slice(0, eq);
-    const rawVal = eq === -1 ? '' : pair.slice(eq + 1);
-    if (rawKey.length > 256 || rawVal.length > maxParamBytes * 3)
-      throw new InvalidRequest(`parameter exceeds ${maxParamBytes} bytes`);
-    let key: string;
-    let val: string;
-    try {
-      key = decodeURIComponent(rawKey.replace(/\+/g, ' '));
-      val = decodeURIComponent(rawVal.replace(/\+/g, ' '));
-    } catch {
-      throw new InvalidRequest('malformed percent-encoding in the form body');
-    }
-    if (Buffer.byteLength(val) > maxParamBytes)
-      throw new InvalidRequest(`parameter ${key.slice(0, 40)} exceeds ${maxParamBytes} bytes`);
+    const kv = decodePair(pair, maxParamBytes);
+    if (!kv) continue;
+    const [key, val] = kv;
     if (key in out) {
       if (key === 'resource') throw new InvalidTarget('request a token for one resource at a time');
       throw new InvalidRequest(`parameter ${key.slice(0, 40)} is repeated`);
@@ -59,22 +46,9 @@ export function parseParamsLenient(
   const seen = new Set<string>();
   if (body.length === 0) return { params, repeated };
   for (const pair of body.split('&')) {
-    if (pair === '') continue;
-    const eq = pair.indexOf('=');
-    const rawKey = eq === -1 ? pair : pair.slice(0, eq);
-    const rawVal = eq === -1 ? '' : pair.slice(eq + 1);
-    if (rawKey.length > 256 || rawVal.length > maxParamBytes * 3)
-      throw new InvalidRequest(`parameter exceeds ${maxParamBytes} bytes`);
-    let key: string;
-    let val: string;
-    try {
-      key = decodeURIComponent(rawKey.replace(/\+/g, ' '));
-      val = decodeURIComponent(rawVal.replace(/\+/g, ' '));
-    } catch {
-      throw new InvalidRequest('malformed percent-encoding');
-    }
-    if (Buffer.byteLength(val) > maxParamBytes)
-      throw new InvalidRequest(`parameter ${key.slice(0, 40)} exceeds ${maxParamBytes} bytes`);
+    const kv = decodePair(pair, maxParamBytes);
+    if (!kv) continue;
+    const [key, val] = kv;
     if (seen.has(key)) {
       if (!repeated.includes(key)) repeated.push(key);
       continue;
@@ -84,6 +58,30 @@ export function parseParamsLenient(
     if (val !== '') params[key] = val;
   }
   return { params, repeated };
+}
+
+/**
+ * One `name=value` pair, size-checked and percent-decoded (+ is a space); undefined for an empty pair. Both parsers
+ * share it so the strict and the lenient endpoints refuse exactly the same malformed input.
+ */
+function decodePair(pair: string, maxParamBytes: number): [string, string] | undefined {
+  if (pair === '') return undefined;
+  const eq = pair.indexOf('=');
+  const rawKey = eq === -1 ? pair : pair.slice(0, eq);
+  const rawVal = eq === -1 ? '' : pair.slice(eq + 1);
+  if (rawKey.length > 256 || rawVal.length > maxParamBytes * 3)
+    throw new InvalidRequest(`parameter exceeds ${maxParamBytes} bytes`);
+  let key: string;
+  let val: string;
+  try {
+    key = decodeURIComponent(rawKey.replace(/\+/g, ' '));
+    val = decodeURIComponent(rawVal.replace(/\+/g, ' '));
+  } catch {
+    throw new InvalidRequest('malformed percent-encoding in the form body');
+  }
+  if (Buffer.byteLength(val) > maxParamBytes)
+    throw new InvalidRequest(`parameter ${key.slice(0, 40)} exceeds ${maxParamBytes} bytes`);
+  return [key, val];
 }
 
 /** Marker for a body parsed by parseParamsLenient. */
