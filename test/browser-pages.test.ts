@@ -7,12 +7,12 @@
 import { existsSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
-import { type BrowserContext, chromium, type Page } from 'playwright-core';
+import type { BrowserContext, Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { CHROMIUM, launchChromium } from './helpers/chromium.ts';
 import { REPO_ROOT, type RunningServer, startServer } from './helpers/server.ts';
 import { ALICE, authorizeUrl, signInConfig, WEB_CB } from './helpers/signin.ts';
 
-const CHROMIUM = '/usr/bin/chromium';
 const available = existsSync(CHROMIUM);
 if (!available)
   console.warn(`\n*** SKIPPING browser.test.ts: ${CHROMIUM} is missing (apt-get install -y chromium) ***\n`);
@@ -60,20 +60,7 @@ d('real browser: sign-in and consent', () => {
     });
     server = await startServer(config);
     profile = mkdtempSync(join(tmpdir(), 'pw-'));
-    context = await chromium.launchPersistentContext(profile, {
-      executablePath: CHROMIUM,
-      headless: true,
-      viewport: { width: 960, height: 760 },
-      args: [
-        '--no-sandbox',
-        '--disable-gpu',
-        '--disable-quic',
-        '--no-first-run',
-        '--disable-background-networking',
-        '--disable-component-update',
-        '--disable-sync',
-      ],
-    });
+    context = await launchChromium(profile);
   }, 60_000);
   afterAll(async () => {
     await context?.close();

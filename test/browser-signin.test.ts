@@ -13,12 +13,12 @@ import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import * as client from 'openid-client';
-import { type BrowserContext, chromium, type Page } from 'playwright-core';
+import type { BrowserContext, Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { CHROMIUM, launchChromium } from './helpers/chromium.ts';
 import { type RunningServer, startServer } from './helpers/server.ts';
 import { ALICE, signInConfig } from './helpers/signin.ts';
 
-const CHROMIUM = process.env.PORTCULLIS_TEST_CHROMIUM ?? '/usr/bin/chromium';
 const { existsSync } = await import('node:fs');
 const haveChromium = existsSync(CHROMIUM);
 if (!haveChromium)
@@ -57,20 +57,7 @@ beforeAll(async () => {
   server = await startServer(c.config);
   profileDir = mkdtempSync(join(tmpdir(), 'pw-'));
   mkdirSync(shotsDir, { recursive: true });
-  context = await chromium.launchPersistentContext(profileDir, {
-    executablePath: CHROMIUM,
-    headless: true,
-    viewport: { width: 900, height: 760 },
-    args: [
-      '--no-sandbox',
-      '--disable-gpu',
-      '--disable-quic',
-      '--no-first-run',
-      '--disable-background-networking',
-      '--disable-component-update',
-      '--disable-sync',
-    ],
-  });
+  context = await launchChromium(profileDir, 900);
   // Script errors and refused subresources. Documents answered 4xx on purpose (wrong password, error page) are
   // logged by Chromium as "Failed to load resource": those are checked through the response, not here.
   context.on('console', (m) => {
