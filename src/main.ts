@@ -2,6 +2,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import pino, { type Logger } from 'pino';
+import { auditOrigin, ensureAuditKey, Sealer } from './audit/sealer.ts';
 import { runCli } from './cli/index.ts';
 import { buildConfig, loadConfigFile } from './config/load.ts';
 import { configFingerprint, reconcileConfig } from './config/reconcile.ts';
@@ -19,7 +20,7 @@ import { buildApp } from './http/app.ts';
 import { createMetrics } from './http/metrics.ts';
 import { seedTotpSecrets } from './identity/mfa.ts';
 import { addUser, setPassword } from './identity/users.ts';
-import { loadKek } from './keys/kek.ts';
+import { type Kek, loadKek } from './keys/kek.ts';
 import { KeyManager, type KeyPolicy } from './keys/manager.ts';
 import { type Clock, OffsetClock, systemClock } from './lib/clock.ts';
 import { type Limiter, MemoryLimiter } from './lib/rate-limiter.ts';
@@ -204,6 +205,7 @@ export async function startServer(config: Config, opts: { demo: boolean; log?: L
   const keys = new KeyManager(storage, kek, keyPolicy(config), clock);
   await keys.init();
   for (const c of await keys.tick()) log.info({ change: c }, 'key schedule');
+  const sealer = config.audit.seal ? await openSealer(config, storage, kek, clock, log) : undefined;
   const revocations = new RevocationSet(storage.revocations);
   revocations.maxFeedLagMs = config.revocation.max_feed_lag * 1000;
   revocations.pollWhenDown = config.revocation.poll_interval > 0;
@@ -385,11 +387,26 @@ export async function startServer(config: Config, opts: { demo: boolean; log?: L
         await keys.close();
         await limiter.close();
         await storage.events.append({ type: 'server.stopped', at: clock.nowMs(), actor: 'shutdown', data: {} });
+        await sealer?.stop(); // seals everything committed, server.stopped included
         await storage.close();
       })();
       return closing;
     },
   };
+}
+
+/** The audit sealer (src/audit/sealer.ts): seals committed events and signs a checkpoint every interval. */
+async function openSealer(config: Config, storage: Storage, kek: Kek, clock: Clock, log: Logger): Promise<Sealer> {
+  const origin = auditOrigin(config);
+  const key = await ensureAuditKey(storage, kek, origin, clock, 'startup');
+  const sealer = new Sealer(storage, clock, origin, key, log);
+  const first = await sealer.sealOnce();
+  log.info(
+    { origin, verifier_key: sealer.verifierKey, sealed: first.sealed, tree_size: first.checkpoint?.tree_size },
+    'audit log sealing',
+  );
+  sealer.start(config.audit.checkpoint_interval * 1000);
+  return sealer;
 }
 
 /**

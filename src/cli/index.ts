@@ -1,8 +1,7 @@
 import { existsSync, writeFileSync } from 'node:fs';
 import { resolve } from 'node:path';
-import { Command, Option } from 'commander';
+import { Command } from 'commander';
 import { starterConfig } from '../config/starter.ts';
-import { ConfigError } from '../errors/oauth-error.ts';
 import { unlockUser } from '../identity/account-guard.ts';
 import { resetMfa } from '../identity/mfa.ts';
 import { addUser, disableUser, enableUser, setPassword, type UserAdmin } from '../identity/users.ts';
@@ -10,37 +9,8 @@ import { loadKek } from '../keys/kek.ts';
 import { isPublished, KeyManager } from '../keys/manager.ts';
 import { systemClock } from '../lib/clock.ts';
 import { type RevocationRequest, recordRevocation } from '../oauth/revocation-set.ts';
-
-/** Lazy import keeps `portcullis --help` fast and avoids an import cycle with main.ts. */
-const main = () => import('../main.ts');
-
-function fail(e: unknown): never {
-  if (e instanceof ConfigError) {
-    process.stderr.write(`portcullis: invalid configuration\n${e.problems.map((p) => `  ${p}`).join('\n')}\n`);
-    process.exit(2);
-  }
-  process.stderr.write(`portcullis: ${e instanceof Error ? e.message : String(e)}\n`);
-  process.exit(1);
-}
-
-async function withStorage<T>(
-  configPath: string | undefined,
-  fn: (a: Awaited<ReturnType<typeof open>>) => Promise<T>,
-): Promise<T> {
-  const s = await open(configPath);
-  try {
-    return await fn(s);
-  } finally {
-    await s.storage.close();
-  }
-}
-
-async function open(configPath: string | undefined) {
-  const m = await main();
-  const { config } = m.loadConfig(configPath);
-  const { storage, applied } = await m.openMigrated(config, systemClock);
-  return { config, storage, applied, m };
-}
+import { registerAuditCommands } from './audit.ts';
+import { configOpt, fail, main, type open, withStorage } from './common.ts';
 
 /** One line from standard input (a password is never taken from the command line, where `ps` would show it). */
 async function readSecretLine(): Promise<string> {
@@ -58,7 +28,6 @@ export async function runCli(argv: string[]): Promise<void> {
     .exitOverride((err) => {
       process.exit(err.exitCode);
     });
-  const configOpt = () => new Option('-c, --config <file>', 'configuration file (YAML or JSON); omit for the demo');
 
   program
     .command('start')
@@ -385,6 +354,8 @@ export async function runCli(argv: string[]): Promise<void> {
         fail(e);
       }
     });
+
+  registerAuditCommands(program);
 
   await program.parseAsync(argv);
 }

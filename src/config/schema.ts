@@ -594,6 +594,29 @@ export const configSchema = z.strictObject({
         ),
     })
     .prefault({}),
+  audit: z
+    .strictObject({
+      seal: z
+        .boolean()
+        .default(true)
+        .describe(
+          'Run the audit sealer on this node: it gives every committed event a leaf index in the RFC 9162 Merkle tree and signs checkpoints. Several nodes may run it; one at a time seals (a PostgreSQL advisory lock). false: this node never seals (another must).',
+        ),
+      checkpoint_interval: duration('1s')
+        .refine((v) => v >= 1 && v <= 3600, { message: 'must be between 1s and 1h' })
+        .describe(
+          'How often the sealer seals new events and signs a checkpoint over them (at most one checkpoint per interval, none when nothing new was sealed).',
+        ),
+      origin: z
+        .string()
+        .regex(/^[^\s/][^\s]*$/, 'must be one word without spaces, like auth.example.com/audit')
+        .max(200)
+        .optional()
+        .describe(
+          "The log's name in its checkpoints (C2SP tlog-checkpoint origin) and the audit key's signed-note name. Default: the issuer's host and path followed by /audit.",
+        ),
+    })
+    .prefault({}),
   branding: z
     .strictObject({
       name: z

@@ -50,6 +50,7 @@ export const EVENT_TYPES = [
   'key.deactivated',
   'key.retired',
   'key.revoked',
+  'audit_key.created',
   'revocation.feed_lost',
   'revocation.feed_restored',
   'gateway.denied',
@@ -71,6 +72,10 @@ export interface SecurityEvent {
   subject?: string | null;
   jti?: string | null;
   grant_id?: string | null;
+  /** The browser session (sign-in) the action belongs to. */
+  session_id?: string | null;
+  /** The client IP address of the request that caused the event. */
+  ip?: string | null;
   /** Correlates the event with the HTTP request that caused it (also in logs). */
   request_id?: string | null;
   /** The actor that caused an administrative change: "config", "cli", "scheduler", a client id… */
@@ -80,4 +85,6 @@ export interface SecurityEvent {
 
 export interface StoredEvent extends SecurityEvent {
   id: number;
+  /** Position in the audit Merkle tree; null until the sealer has sealed the event. */
+  leaf_index?: number | null;
 }

@@ -461,6 +461,69 @@ export interface EventStore {
   count(): Promise<number>;
 }
 
+/** An event row exactly as stored (data is the stored JSON text): what the audit log hashes. */
+export interface AuditEventRow {
+  id: number;
+  type: string;
+  at: number;
+  client_id: string | null;
+  subject: string | null;
+  jti: string | null;
+  grant_id: string | null;
+  request_id: string | null;
+  actor: string | null;
+  session_id: string | null;
+  ip: string | null;
+  data: string;
+  leaf_index: number | null;
+}
+
+export interface CheckpointRecord {
+  tree_size: number;
+  /** Base64 SHA-256 root hash. */
+  root_hash: string;
+  at: number;
+  /** Hex signed-note key id of the audit key that signed it. */
+  key_id: string;
+  /** The whole signed note (C2SP tlog-checkpoint). */
+  note: string;
+}
+
+export interface AuditKeyRecord {
+  key_id: string;
+  /** The signed-note key name (the log's origin). */
+  name: string;
+  /** Base64 raw 32-byte Ed25519 public key. */
+  public_key: string;
+  /** PKCS#8 PEM encrypted under the KEK. */
+  private_key: string;
+  created_at: number;
+  retired_at: number | null;
+}
+
+export interface AuditStore {
+  /**
+   * Takes the audit log's write lock for the rest of the transaction (one sealer at a time, across processes and
+   * nodes). Returns false when another sealer holds it and `wait` is false.
+   */
+  lockSealer(wait: boolean): Promise<boolean>;
+  /** Events not yet sealed, oldest id first. */
+  unsealed(limit: number): Promise<AuditEventRow[]>;
+  /** Gives each event its leaf index (only ever from null). */
+  assignLeaves(pairs: Array<{ id: number; leaf: number }>): Promise<void>;
+  /** Sealed events with leaf_index >= fromLeaf, in leaf order. */
+  sealed(fromLeaf: number, limit: number): Promise<AuditEventRow[]>;
+  /** Sealed events with these leaf indices. */
+  byLeaves(leaves: number[]): Promise<AuditEventRow[]>;
+  countUnsealed(): Promise<number>;
+  addCheckpoint(c: CheckpointRecord): Promise<void>;
+  /** Every checkpoint, by tree size. */
+  checkpoints(): Promise<CheckpointRecord[]>;
+  latestCheckpoint(): Promise<CheckpointRecord | undefined>;
+  addKey(k: AuditKeyRecord): Promise<void>;
+  keys(): Promise<AuditKeyRecord[]>;
+}
+
 export interface MetaStore {
   get(key: string): Promise<string | undefined>;
   set(key: string, value: string): Promise<void>;
@@ -475,6 +538,7 @@ export interface Stores {
   revocations: RevocationStore;
   replay: ReplayStore;
   events: EventStore;
+  audit: AuditStore;
   meta: MetaStore;
   sessions: SessionStore;
   grants: GrantStore;

@@ -400,5 +400,71 @@ export function migrations(dialect: 'sqlite' | 'postgres'): Record<string, Migra
         }
       },
     },
+    '0010_audit_log': {
+      // Issue 6: the tamper-evident audit log. Events gain the correlation ids they lacked (session, client IP);
+      // the sealer gives each committed event a leaf index once (never changed afterwards) and appends it to an
+      // RFC 9162 Merkle tree whose signed checkpoints are kept here (and in sinks outside the database). The audit
+      // signing key is an Ed25519 key encrypted under the KEK like the token signing keys.
+      async up(db: Kysely<unknown>) {
+        await db.schema.alterTable('events').addColumn('session_id', 'text').execute();
+        await db.schema.alterTable('events').addColumn('ip', 'text').execute();
+        await db.schema.createIndex('events_leaf_index').unique().on('events').column('leaf_index').execute();
+        await db.schema.createIndex('events_grant_id').on('events').column('grant_id').execute();
+        await db.schema.createIndex('events_subject').on('events').column('subject').execute();
+        await db.schema.createIndex('events_client_id').on('events').column('client_id').execute();
+        await db.schema
+          .createTable('audit_checkpoints')
+          .addColumn('tree_size', bigint, (c) => c.primaryKey())
+          .addColumn('root_hash', 'text', (c) => c.notNull())
+          .addColumn('at', bigint, (c) => c.notNull())
+          .addColumn('key_id', 'text', (c) => c.notNull())
+          .addColumn('note', 'text', (c) => c.notNull())
+          .execute();
+        await db.schema
+          .createTable('audit_keys')
+          .addColumn('key_id', 'text', (c) => c.primaryKey())
+          .addColumn('name', 'text', (c) => c.notNull())
+          .addColumn('public_key', 'text', (c) => c.notNull())
+          .addColumn('private_key', 'text', (c) => c.notNull())
+          .addColumn('created_at', bigint, (c) => c.notNull())
+          .addColumn('retired_at', bigint)
+          .execute();
+        if (dialect === 'sqlite') {
+          await sql`CREATE TRIGGER events_no_update_correlation BEFORE UPDATE OF session_id, ip ON events BEGIN SELECT RAISE(ABORT, 'events are append-only'); END`.execute(
+            db,
+          );
+          await sql`CREATE TRIGGER events_leaf_once BEFORE UPDATE OF leaf_index ON events WHEN OLD.leaf_index IS NOT NULL BEGIN SELECT RAISE(ABORT, 'a sealed event keeps its leaf index'); END`.execute(
+            db,
+          );
+          await sql`CREATE TRIGGER audit_checkpoints_no_update BEFORE UPDATE ON audit_checkpoints BEGIN SELECT RAISE(ABORT, 'checkpoints are append-only'); END`.execute(
+            db,
+          );
+          await sql`CREATE TRIGGER audit_checkpoints_no_delete BEFORE DELETE ON audit_checkpoints BEGIN SELECT RAISE(ABORT, 'checkpoints are append-only'); END`.execute(
+            db,
+          );
+        } else {
+          await sql`CREATE OR REPLACE FUNCTION portcullis_events_append_only() RETURNS trigger LANGUAGE plpgsql AS $$
+            BEGIN
+              IF TG_OP = 'DELETE' OR NEW.id <> OLD.id OR NEW.type <> OLD.type OR NEW.at <> OLD.at OR NEW.data <> OLD.data
+                 OR NEW.client_id IS DISTINCT FROM OLD.client_id OR NEW.subject IS DISTINCT FROM OLD.subject
+                 OR NEW.jti IS DISTINCT FROM OLD.jti OR NEW.grant_id IS DISTINCT FROM OLD.grant_id
+                 OR NEW.request_id IS DISTINCT FROM OLD.request_id OR NEW.actor IS DISTINCT FROM OLD.actor
+                 OR NEW.session_id IS DISTINCT FROM OLD.session_id OR NEW.ip IS DISTINCT FROM OLD.ip
+                 OR (OLD.leaf_index IS NOT NULL AND NEW.leaf_index IS DISTINCT FROM OLD.leaf_index) THEN
+                RAISE EXCEPTION 'events are append-only';
+              END IF;
+              RETURN NEW;
+            END $$`.execute(db);
+          await sql`CREATE FUNCTION portcullis_checkpoints_append_only() RETURNS trigger LANGUAGE plpgsql AS $$
+            BEGIN
+              RAISE EXCEPTION 'checkpoints are append-only';
+            END $$`.execute(db);
+          await sql`CREATE TRIGGER audit_checkpoints_append_only BEFORE UPDATE OR DELETE ON audit_checkpoints FOR EACH ROW EXECUTE FUNCTION portcullis_checkpoints_append_only()`.execute(
+            db,
+          );
+        }
+        await sql`INSERT INTO meta (key, value) VALUES ('audit_frontier', '{"size":0,"hashes":[]}')`.execute(db);
+      },
+    },
   };
 }

@@ -1,17 +1,21 @@
 import { mkdirSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import Database from 'better-sqlite3';
-import { Kysely, PostgresDialect, SqliteDialect, sql, type Transaction } from 'kysely';
+import { Kysely, PostgresDialect, type Selectable, SqliteDialect, sql, type Transaction } from 'kysely';
 import { Migrator } from 'kysely/migration';
 import pg from 'pg';
 import type { SecurityEvent, StoredEvent } from '../../events/catalogue.ts';
 import type {
   AccountGuardRecord,
   AccountGuardStore,
+  AuditEventRow,
+  AuditKeyRecord,
+  AuditStore,
   AuthorizationCodeRecord,
   AuthorizationCodeStore,
   AuthorizationRequestRecord,
   AuthorizationRequestStore,
+  CheckpointRecord,
   ClientRecord,
   ClientStore,
   ConsentRecord,
@@ -195,6 +199,8 @@ function eventRow(e: SecurityEvent) {
     grant_id: e.grant_id ?? null,
     request_id: e.request_id ?? null,
     actor: e.actor ?? null,
+    session_id: e.session_id ?? null,
+    ip: e.ip ?? null,
     data: JSON.stringify(e.data),
     leaf_index: null,
   };
@@ -370,7 +376,122 @@ function mfaStore(q: Q): MfaStore {
  * Every store over one Kysely handle (the pool, or a transaction). `added` hears every revocation written through
  * these stores (the transaction hands them on only after it commits).
  */
-function bindStores(q: Q, added: (r: RevocationRecord) => void): Stores {
+function toAuditRow(r: Selectable<DB['events']>): AuditEventRow {
+  return {
+    id: num(r.id),
+    type: r.type,
+    at: num(r.at),
+    client_id: r.client_id,
+    subject: r.subject,
+    jti: r.jti,
+    grant_id: r.grant_id,
+    request_id: r.request_id,
+    actor: r.actor,
+    session_id: r.session_id,
+    ip: r.ip,
+    data: r.data,
+    leaf_index: numOrNull(r.leaf_index),
+  };
+}
+
+/** An arbitrary constant: the PostgreSQL advisory lock of the audit sealer. */
+const SEALER_LOCK = 7_390_214_551;
+
+function auditStore(q: Q, dialect: 'sqlite' | 'postgres'): AuditStore {
+  return {
+    async lockSealer(wait) {
+      if (dialect === 'postgres') {
+        if (wait) {
+          await sql`SELECT pg_advisory_xact_lock(${SEALER_LOCK})`.execute(q);
+          return true;
+        }
+        const r = await sql<{ ok: boolean }>`SELECT pg_try_advisory_xact_lock(${SEALER_LOCK}) AS ok`.execute(q);
+        return !!r.rows[0]?.ok;
+      }
+      // SQLite: the first write takes the database's write lock for the transaction (busy_timeout waits for it).
+      await q.updateTable('meta').set({ value: sql`value` }).where('key', '=', 'audit_frontier').execute();
+      return true;
+    },
+    async unsealed(limit) {
+      const rows = await q
+        .selectFrom('events')
+        .selectAll()
+        .where('leaf_index', 'is', null)
+        .orderBy('id')
+        .limit(limit)
+        .execute();
+      return rows.map(toAuditRow);
+    },
+    async assignLeaves(pairs) {
+      // One statement per chunk: UPDATE … FROM (VALUES …), 2 parameters per row (SQLite allows 32766).
+      for (let i = 0; i < pairs.length; i += 4000) {
+        const chunk = pairs.slice(i, i + 4000);
+        const values = sql.join(chunk.map((p) => sql`(${p.id}, ${p.leaf})`));
+        if (dialect === 'postgres')
+          await sql`UPDATE events SET leaf_index = v.leaf::bigint FROM (VALUES ${values}) AS v(id, leaf) WHERE events.id = v.id::bigint AND events.leaf_index IS NULL`.execute(
+            q,
+          );
+        else
+          await sql`UPDATE events SET leaf_index = v.column2 FROM (VALUES ${values}) AS v WHERE events.id = v.column1 AND events.leaf_index IS NULL`.execute(
+            q,
+          );
+      }
+    },
+    async sealed(fromLeaf, limit) {
+      const rows = await q
+        .selectFrom('events')
+        .selectAll()
+        .where('leaf_index', '>=', fromLeaf)
+        .orderBy('leaf_index')
+        .limit(limit)
+        .execute();
+      return rows.map(toAuditRow);
+    },
+    async byLeaves(leaves) {
+      if (leaves.length === 0) return [];
+      const rows = await q
+        .selectFrom('events')
+        .selectAll()
+        .where('leaf_index', 'in', leaves)
+        .orderBy('leaf_index')
+        .execute();
+      return rows.map(toAuditRow);
+    },
+    async countUnsealed() {
+      const r = await q
+        .selectFrom('events')
+        .select((eb) => eb.fn.countAll().as('n'))
+        .where('leaf_index', 'is', null)
+        .executeTakeFirstOrThrow();
+      return num(r.n);
+    },
+    async addCheckpoint(c: CheckpointRecord) {
+      await q.insertInto('audit_checkpoints').values(c).execute();
+    },
+    async checkpoints() {
+      const rows = await q.selectFrom('audit_checkpoints').selectAll().orderBy('tree_size').execute();
+      return rows.map((r) => ({ ...r, tree_size: num(r.tree_size), at: num(r.at) }));
+    },
+    async latestCheckpoint() {
+      const r = await q
+        .selectFrom('audit_checkpoints')
+        .selectAll()
+        .orderBy('tree_size', 'desc')
+        .limit(1)
+        .executeTakeFirst();
+      return r ? { ...r, tree_size: num(r.tree_size), at: num(r.at) } : undefined;
+    },
+    async addKey(k: AuditKeyRecord) {
+      await q.insertInto('audit_keys').values(k).execute();
+    },
+    async keys() {
+      const rows = await q.selectFrom('audit_keys').selectAll().orderBy('created_at').execute();
+      return rows.map((r) => ({ ...r, created_at: num(r.created_at), retired_at: numOrNull(r.retired_at) }));
+    },
+  };
+}
+
+function bindStores(q: Q, added: (r: RevocationRecord) => void, dialect: 'sqlite' | 'postgres'): Stores {
   const clients: ClientStore = {
     async get(clientId) {
       const r = await q.selectFrom('clients').selectAll().where('client_id', '=', clientId).executeTakeFirst();
@@ -522,7 +643,7 @@ function bindStores(q: Q, added: (r: RevocationRecord) => void): Stores {
       return num(r.id);
     },
     async appendMany(list) {
-      // 11 columns per row; stay well under SQLite's 32766 bound parameters per statement.
+      // 13 columns per row; stay well under SQLite's 32766 bound parameters per statement.
       for (let i = 0; i < list.length; i += 500) {
         await q
           .insertInto('events')
@@ -548,7 +669,10 @@ function bindStores(q: Q, added: (r: RevocationRecord) => void): Stores {
         grant_id: r.grant_id,
         request_id: r.request_id,
         actor: r.actor,
+        session_id: r.session_id,
+        ip: r.ip,
         data: JSON.parse(r.data),
+        leaf_index: numOrNull(r.leaf_index),
       }));
     },
     async count() {
@@ -884,6 +1008,7 @@ function bindStores(q: Q, added: (r: RevocationRecord) => void): Stores {
     revocations,
     replay,
     events,
+    audit: auditStore(q, dialect),
     meta,
     sessions,
     grants,
@@ -907,6 +1032,7 @@ class SqlStorage implements Storage {
   revocations: RevocationStore;
   replay: ReplayStore;
   events: EventStore;
+  audit: AuditStore;
   meta: MetaStore;
   sessions: SessionStore;
   grants: GrantStore;
@@ -924,7 +1050,7 @@ class SqlStorage implements Storage {
     this.dialect = dialect;
     this.db = db;
     this.sqlite = sqlite;
-    const s = bindStores(db, (r) => this.emitRevocations([r]));
+    const s = bindStores(db, (r) => this.emitRevocations([r]), dialect);
     this.clients = s.clients;
     this.users = s.users;
     this.accountGuard = s.accountGuard;
@@ -932,6 +1058,7 @@ class SqlStorage implements Storage {
     this.revocations = s.revocations;
     this.replay = s.replay;
     this.events = s.events;
+    this.audit = s.audit;
     this.meta = s.meta;
     this.sessions = s.sessions;
     this.grants = s.grants;
@@ -956,7 +1083,9 @@ class SqlStorage implements Storage {
 
   async withTransaction<T>(fn: (tx: Stores) => Promise<T>): Promise<T> {
     const added: RevocationRecord[] = [];
-    const result = await this.db.transaction().execute((trx) => fn(bindStores(trx, (r) => added.push(r))));
+    const result = await this.db
+      .transaction()
+      .execute((trx) => fn(bindStores(trx, (r) => added.push(r), this.dialect)));
     // Only now is it committed: a rolled-back revocation is never announced.
     this.emitRevocations(added);
     return result;

@@ -8,10 +8,10 @@ db.pragma('journal_mode = WAL');
 db.pragma('synchronous = FULL');
 db.pragma('busy_timeout = 5000');
 const insert = db.prepare(
-  'INSERT INTO events (type, at, client_id, subject, jti, grant_id, request_id, actor, data, leaf_index) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, NULL)',
+  'INSERT INTO events (type, at, client_id, subject, jti, grant_id, request_id, actor, session_id, ip, data, leaf_index) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL)',
 );
 /** Columns per event in a batch's flat rows array (see SqliteEventWriter.appendMany). */
-const COLUMNS = 9;
+const COLUMNS = 11;
 const insertAll = db.transaction((batches: Batch[]) => {
   for (const b of batches) for (let i = 0; i < b.rows.length; i += COLUMNS) insert.run(...b.rows.slice(i, i + COLUMNS));
 });

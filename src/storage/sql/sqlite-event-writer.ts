@@ -54,6 +54,8 @@ export class SqliteEventWriter {
           e.grant_id ?? null,
           e.request_id ?? null,
           e.actor ?? null,
+          e.session_id ?? null,
+          e.ip ?? null,
           JSON.stringify(e.data),
         );
       this.worker.postMessage({ id, rows });

@@ -74,8 +74,25 @@ export interface DB {
     request_id: string | null;
     actor: string | null;
     data: string;
-    /** Set when the event is sealed into the audit Merkle tree (a later issue). */
+    session_id: string | null;
+    ip: string | null;
+    /** Set once, when the sealer appends the event to the audit Merkle tree (src/audit/sealer.ts). */
     leaf_index: number | null;
+  };
+  audit_checkpoints: {
+    tree_size: number;
+    root_hash: string;
+    at: number;
+    key_id: string;
+    note: string;
+  };
+  audit_keys: {
+    key_id: string;
+    name: string;
+    public_key: string;
+    private_key: string;
+    created_at: number;
+    retired_at: number | null;
   };
   meta: {
     key: string;
