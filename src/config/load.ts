@@ -112,6 +112,7 @@ function checkCrossFields(c: ParsedConfig): string[] {
     });
   });
   if (c.gateway) problems.push(...checkGateway(c));
+  problems.push(...checkAdmin(c));
   const usernames = new Set<string>();
   c.users.forEach((u, i) => {
     if (usernames.has(u.username)) problems.push(`users[${i}].username: duplicate "${u.username}"`);
@@ -126,6 +127,13 @@ function checkCrossFields(c: ParsedConfig): string[] {
     }
   });
   return problems;
+}
+
+/** The admin API's audience must be a declared resource. */
+function checkAdmin(c: ParsedConfig): string[] {
+  const r = c.admin.resource;
+  if (r === undefined || c.resources.some((x) => x.identifier === r)) return [];
+  return [`admin.resource: "${r}" is not an identifier in resources[]`];
 }
 
 /** The gateway's routes must point at declared resources and scopes, and never shadow each other. */

@@ -617,6 +617,16 @@ export const configSchema = z.strictObject({
         ),
     })
     .prefault({}),
+  admin: z
+    .strictObject({
+      resource: z
+        .string()
+        .optional()
+        .describe(
+          'Turns the admin API (/admin/…, docs/admin-api.md) on: it accepts only access tokens whose audience is this identifier from resources[] (give that resource the scope audit:read and grant it to an operator client). Unset: the admin API answers 404.',
+        ),
+    })
+    .prefault({}),
   branding: z
     .strictObject({
       name: z

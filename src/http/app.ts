@@ -14,6 +14,7 @@ import { revocationFeedEndpoint } from '../oauth/endpoints/revocation-feed.ts';
 import { revocationEndpoint } from '../oauth/endpoints/revoke.ts';
 import { tokenEndpoint } from '../oauth/endpoints/token.ts';
 import { userinfoEndpoint } from '../oauth/endpoints/userinfo.ts';
+import { registerAdminApi } from './admin.ts';
 import { LENIENT_FORM, NOT_FORM, parseForm, parseParamsLenient, type RawBody } from './form.ts';
 import type { HttpMetrics } from './metrics.ts';
 import { registerPages } from './pages.ts';
@@ -224,6 +225,7 @@ export async function buildApp(opts: AppOptions) {
     return reply.headers(tokenHeaders).send(res);
   });
   registerPages(app as unknown as FastifyInstance, ctx, opts.maxTokenLifetime);
+  registerAdminApi(app as unknown as FastifyInstance, ctx);
 
   const publicCache = (reply: FastifyReply, maxAge: number) =>
     reply.header('cache-control', `public, max-age=${maxAge}`).header('access-control-allow-origin', '*');
