@@ -135,11 +135,12 @@ export class Sealer {
         const text = await tx.meta.get('audit_frontier');
         const frontier = Frontier.fromJSON(JSON.parse(text ?? '{"size":0,"hashes":[]}'));
         const rows = await tx.audit.unsealed(CHUNK);
-        const pairs: Array<{ id: number; leaf: number }> = new Array(rows.length);
+        const pairs: Array<{ id: number; leaf: number; hash: string }> = new Array(rows.length);
         for (let i = 0; i < rows.length; i++) {
           const row = rows[i] as (typeof rows)[number];
-          pairs[i] = { id: row.id, leaf: frontier.size };
-          frontier.append(eventLeafHash(row));
+          const hash = eventLeafHash(row);
+          pairs[i] = { id: row.id, leaf: frontier.size, hash: hash.toString('base64') };
+          frontier.append(hash);
         }
         if (rows.length > 0) {
           await tx.audit.assignLeaves(pairs);

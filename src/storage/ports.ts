@@ -476,6 +476,8 @@ export interface AuditEventRow {
   ip: string | null;
   data: string;
   leaf_index: number | null;
+  /** Base64 leaf hash the sealer stored with leaf_index (null while unsealed). */
+  leaf_hash: string | null;
 }
 
 export interface CheckpointRecord {
@@ -509,13 +511,28 @@ export interface AuditStore {
   lockSealer(wait: boolean): Promise<boolean>;
   /** Events not yet sealed, oldest id first. */
   unsealed(limit: number): Promise<AuditEventRow[]>;
-  /** Gives each event its leaf index (only ever from null). */
-  assignLeaves(pairs: Array<{ id: number; leaf: number }>): Promise<void>;
+  /** Gives each event its leaf index and leaf hash (base64), in one UPDATE (only ever from null). */
+  assignLeaves(pairs: Array<{ id: number; leaf: number; hash: string }>): Promise<void>;
   /** Sealed events with leaf_index >= fromLeaf, in leaf order. */
   sealed(fromLeaf: number, limit: number): Promise<AuditEventRow[]>;
   /** Sealed events with these leaf indices. */
   byLeaves(leaves: number[]): Promise<AuditEventRow[]>;
   countUnsealed(): Promise<number>;
+  /**
+   * Sealed events in (leaf_index, id) order strictly after the cursor (a duplicated leaf index shows up as two rows):
+   * what `audit verify` streams.
+   */
+  scanSealed(after: { leaf: number; id: number } | undefined, limit: number): Promise<AuditEventRow[]>;
+  /** Stored leaf hashes of leaves [fromLeaf, toLeaf), in leaf order (proofs read these, not the rows). */
+  leafHashes(
+    fromLeaf: number,
+    toLeaf: number,
+    limit: number,
+  ): Promise<Array<{ leaf_index: number; leaf_hash: string | null }>>;
+  /** One event row by id (sealed or not). */
+  eventRow(id: number): Promise<AuditEventRow | undefined>;
+  /** Unsealed events, oldest id first, after the given id. */
+  unsealedAfter(afterId: number, limit: number): Promise<AuditEventRow[]>;
   addCheckpoint(c: CheckpointRecord): Promise<void>;
   /** Every checkpoint, by tree size. */
   checkpoints(): Promise<CheckpointRecord[]>;

@@ -1,5 +1,7 @@
 import { type Kysely, sql } from 'kysely';
 import type { Migration } from 'kysely/migration';
+import { eventLeafHash } from '../../audit/entry.ts';
+import type { DB } from './tables.ts';
 
 /**
  * Versioned migrations, applied in name order at start and by `portcullis migrate`. Never edit a released one:
@@ -464,6 +466,55 @@ export function migrations(dialect: 'sqlite' | 'postgres'): Record<string, Migra
           );
         }
         await sql`INSERT INTO meta (key, value) VALUES ('audit_frontier', '{"size":0,"hashes":[]}')`.execute(db);
+      },
+    },
+    '0011_audit_leaf_hash': {
+      // Issue 6: each sealed event keeps its RFC 9162 leaf hash (base64), written by the sealer in the same UPDATE as
+      // its leaf index. `audit verify` compares it with the hash recomputed from the row, so a changed column is named
+      // exactly (not just bounded by the first checkpoint whose root fails), and proofs read hashes, not rows. Rows
+      // sealed before this migration are filled in here. Like leaf_index, it is set once.
+      async up(db: Kysely<unknown>) {
+        await db.schema.alterTable('events').addColumn('leaf_hash', 'text').execute();
+        const q = db as unknown as Kysely<DB>;
+        for (let from = 0; ; ) {
+          const rows = await q
+            .selectFrom('events')
+            .selectAll()
+            .where('leaf_index', '>=', from)
+            .orderBy('leaf_index')
+            .limit(2000)
+            .execute();
+          if (rows.length === 0) break;
+          for (const r of rows) {
+            const hash = eventLeafHash({
+              ...r,
+              id: Number(r.id),
+              at: Number(r.at),
+              leaf_index: null,
+            }).toString('base64');
+            await q.updateTable('events').set({ leaf_hash: hash }).where('id', '=', r.id).execute();
+          }
+          from = Number(rows.at(-1)?.leaf_index) + 1;
+        }
+        if (dialect === 'sqlite') {
+          await sql`CREATE TRIGGER events_leaf_hash_once BEFORE UPDATE OF leaf_hash ON events WHEN OLD.leaf_hash IS NOT NULL BEGIN SELECT RAISE(ABORT, 'a sealed event keeps its leaf hash'); END`.execute(
+            db,
+          );
+        } else {
+          await sql`CREATE OR REPLACE FUNCTION portcullis_events_append_only() RETURNS trigger LANGUAGE plpgsql AS $$
+            BEGIN
+              IF TG_OP = 'DELETE' OR NEW.id <> OLD.id OR NEW.type <> OLD.type OR NEW.at <> OLD.at OR NEW.data <> OLD.data
+                 OR NEW.client_id IS DISTINCT FROM OLD.client_id OR NEW.subject IS DISTINCT FROM OLD.subject
+                 OR NEW.jti IS DISTINCT FROM OLD.jti OR NEW.grant_id IS DISTINCT FROM OLD.grant_id
+                 OR NEW.request_id IS DISTINCT FROM OLD.request_id OR NEW.actor IS DISTINCT FROM OLD.actor
+                 OR NEW.session_id IS DISTINCT FROM OLD.session_id OR NEW.ip IS DISTINCT FROM OLD.ip
+                 OR (OLD.leaf_index IS NOT NULL AND NEW.leaf_index IS DISTINCT FROM OLD.leaf_index)
+                 OR (OLD.leaf_hash IS NOT NULL AND NEW.leaf_hash IS DISTINCT FROM OLD.leaf_hash) THEN
+                RAISE EXCEPTION 'events are append-only';
+              END IF;
+              RETURN NEW;
+            END $$`.execute(db);
+        }
       },
     },
   };

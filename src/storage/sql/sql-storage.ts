@@ -391,6 +391,7 @@ function toAuditRow(r: Selectable<DB['events']>): AuditEventRow {
     ip: r.ip,
     data: r.data,
     leaf_index: numOrNull(r.leaf_index),
+    leaf_hash: r.leaf_hash,
   };
 }
 
@@ -423,16 +424,16 @@ function auditStore(q: Q, dialect: 'sqlite' | 'postgres'): AuditStore {
       return rows.map(toAuditRow);
     },
     async assignLeaves(pairs) {
-      // One statement per chunk: UPDATE … FROM (VALUES …), 2 parameters per row (SQLite allows 32766).
+      // One statement per chunk: UPDATE … FROM (VALUES …), 3 parameters per row (SQLite allows 32766).
       for (let i = 0; i < pairs.length; i += 4000) {
         const chunk = pairs.slice(i, i + 4000);
-        const values = sql.join(chunk.map((p) => sql`(${p.id}, ${p.leaf})`));
+        const values = sql.join(chunk.map((p) => sql`(${p.id}, ${p.leaf}, ${p.hash})`));
         if (dialect === 'postgres')
-          await sql`UPDATE events SET leaf_index = v.leaf::bigint FROM (VALUES ${values}) AS v(id, leaf) WHERE events.id = v.id::bigint AND events.leaf_index IS NULL`.execute(
+          await sql`UPDATE events SET leaf_index = v.leaf::bigint, leaf_hash = v.hash FROM (VALUES ${values}) AS v(id, leaf, hash) WHERE events.id = v.id::bigint AND events.leaf_index IS NULL`.execute(
             q,
           );
         else
-          await sql`UPDATE events SET leaf_index = v.column2 FROM (VALUES ${values}) AS v WHERE events.id = v.column1 AND events.leaf_index IS NULL`.execute(
+          await sql`UPDATE events SET leaf_index = v.column2, leaf_hash = v.column3 FROM (VALUES ${values}) AS v WHERE events.id = v.column1 AND events.leaf_index IS NULL`.execute(
             q,
           );
       }
@@ -454,6 +455,45 @@ function auditStore(q: Q, dialect: 'sqlite' | 'postgres'): AuditStore {
         .selectAll()
         .where('leaf_index', 'in', leaves)
         .orderBy('leaf_index')
+        .execute();
+      return rows.map(toAuditRow);
+    },
+    async scanSealed(after, limit) {
+      let b = q.selectFrom('events').selectAll();
+      b = after
+        ? b.where((eb) =>
+            eb.or([
+              eb('leaf_index', '>', after.leaf),
+              eb.and([eb('leaf_index', '=', after.leaf), eb('id', '>', after.id)]),
+            ]),
+          )
+        : b.where('leaf_index', 'is not', null);
+      const rows = await b.orderBy('leaf_index').orderBy('id').limit(limit).execute();
+      return rows.map(toAuditRow);
+    },
+    async leafHashes(fromLeaf, toLeaf, limit) {
+      const rows = await q
+        .selectFrom('events')
+        .select(['leaf_index', 'leaf_hash'])
+        .where('leaf_index', '>=', fromLeaf)
+        .where('leaf_index', '<', toLeaf)
+        .orderBy('leaf_index')
+        .limit(limit)
+        .execute();
+      return rows.map((r) => ({ leaf_index: num(r.leaf_index), leaf_hash: r.leaf_hash }));
+    },
+    async eventRow(id) {
+      const r = await q.selectFrom('events').selectAll().where('id', '=', id).executeTakeFirst();
+      return r ? toAuditRow(r) : undefined;
+    },
+    async unsealedAfter(afterId, limit) {
+      const rows = await q
+        .selectFrom('events')
+        .selectAll()
+        .where('leaf_index', 'is', null)
+        .where('id', '>', afterId)
+        .orderBy('id')
+        .limit(limit)
         .execute();
       return rows.map(toAuditRow);
     },

@@ -78,6 +78,8 @@ export interface DB {
     ip: string | null;
     /** Set once, when the sealer appends the event to the audit Merkle tree (src/audit/sealer.ts). */
     leaf_index: number | null;
+    /** Base64 RFC 9162 leaf hash of the event's entry, written with leaf_index (migration 0011). */
+    leaf_hash: string | null;
   };
   audit_checkpoints: {
     tree_size: number;
