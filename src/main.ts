@@ -3,6 +3,7 @@ import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'n
 import { dirname, resolve } from 'node:path';
 import pino, { type Logger } from 'pino';
 import { auditOrigin, ensureAuditKey, Sealer } from './audit/sealer.ts';
+import { CheckpointSinks } from './audit/sinks.ts';
 import { runCli } from './cli/index.ts';
 import { buildConfig, loadConfigFile } from './config/load.ts';
 import { configFingerprint, reconcileConfig } from './config/reconcile.ts';
@@ -205,7 +206,8 @@ export async function startServer(config: Config, opts: { demo: boolean; log?: L
   const keys = new KeyManager(storage, kek, keyPolicy(config), clock);
   await keys.init();
   for (const c of await keys.tick()) log.info({ change: c }, 'key schedule');
-  const sealer = config.audit.seal ? await openSealer(config, storage, kek, clock, log) : undefined;
+  const sinks = new CheckpointSinks(config.audit.checkpoint_sinks, auditOrigin(config), log);
+  const sealer = config.audit.seal ? await openSealer(config, storage, kek, clock, log, sinks) : undefined;
   const revocations = new RevocationSet(storage.revocations);
   revocations.maxFeedLagMs = config.revocation.max_feed_lag * 1000;
   revocations.pollWhenDown = config.revocation.poll_interval > 0;
@@ -226,7 +228,11 @@ export async function startServer(config: Config, opts: { demo: boolean; log?: L
   const events = new GroupCommitter(storage, { maxWaitMs: config.storage.group_commit_ms });
   const clients = new CachedClientRegistry(storage, storage.dialect === 'sqlite' ? 60_000 : 1_000);
   const limiter = await openLimiter(config, clock, log);
-  const metrics = createMetrics({ revocations: () => revocations.size, eventsWritten: () => events.written });
+  const metrics = createMetrics({
+    revocations: () => revocations.size,
+    eventsWritten: () => events.written,
+    auditSinkFailures: () => sinks.failures,
+  });
 
   let marker = storage.externalChangeMarker();
   let lastControl = -1;
@@ -388,6 +394,8 @@ export async function startServer(config: Config, opts: { demo: boolean; log?: L
         await limiter.close();
         await storage.events.append({ type: 'server.stopped', at: clock.nowMs(), actor: 'shutdown', data: {} });
         await sealer?.stop(); // seals everything committed, server.stopped included
+        await sinks.flush(3000); // the final checkpoint reaches the webhooks if they answer
+        sinks.close();
         await storage.close();
       })();
       return closing;
@@ -396,10 +404,18 @@ export async function startServer(config: Config, opts: { demo: boolean; log?: L
 }
 
 /** The audit sealer (src/audit/sealer.ts): seals committed events and signs a checkpoint every interval. */
-async function openSealer(config: Config, storage: Storage, kek: Kek, clock: Clock, log: Logger): Promise<Sealer> {
+async function openSealer(
+  config: Config,
+  storage: Storage,
+  kek: Kek,
+  clock: Clock,
+  log: Logger,
+  sinks: CheckpointSinks,
+): Promise<Sealer> {
   const origin = auditOrigin(config);
   const key = await ensureAuditKey(storage, kek, origin, clock, 'startup');
   const sealer = new Sealer(storage, clock, origin, key, log);
+  sealer.onCheckpoint((c) => sinks.publish(c));
   const first = await sealer.sealOnce();
   log.info(
     { origin, verifier_key: sealer.verifierKey, sealed: first.sealed, tree_size: first.checkpoint?.tree_size },

@@ -1,7 +1,9 @@
 import type { Command } from 'commander';
 import { auditOrigin, ensureAuditKey, Sealer } from '../audit/sealer.ts';
+import { CheckpointSinks } from '../audit/sinks.ts';
 import { loadKek } from '../keys/kek.ts';
 import { systemClock } from '../lib/clock.ts';
+import { registerVerifyCommands } from './audit-verify.ts';
 import { configOpt, fail, withStorage } from './common.ts';
 
 /** `portcullis audit …`: the tamper-evident audit log (src/audit). */
@@ -24,7 +26,12 @@ export function registerAuditCommands(program: Command): void {
             origin,
             await ensureAuditKey(storage, kek, origin, systemClock, 'cli'),
           );
+          // Checkpoints signed here reach the file and webhook sinks too (stdout is this command's answer).
+          const sinks = new CheckpointSinks(config.audit.checkpoint_sinks, origin, undefined, { stdout: false });
+          sealer.onCheckpoint((c) => sinks.publish(c));
           const r = await sealer.sealOnce();
+          await sinks.flush(5000);
+          sinks.close();
           const cp = r.checkpoint ?? (await storage.audit.latestCheckpoint());
           process.stdout.write(
             `sealed ${r.sealed} event(s); tree size ${cp?.tree_size ?? 0}${r.leader ? '' : ' (another sealer holds the lock)'}\n`,
@@ -51,4 +58,5 @@ export function registerAuditCommands(program: Command): void {
         fail(e);
       }
     });
+  registerVerifyCommands(audit);
 }

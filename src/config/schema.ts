@@ -615,6 +615,41 @@ export const configSchema = z.strictObject({
         .describe(
           "The log's name in its checkpoints (C2SP tlog-checkpoint origin) and the audit key's signed-note name. Default: the issuer's host and path followed by /audit.",
         ),
+      checkpoint_sinks: z
+        .array(
+          z.discriminatedUnion('type', [
+            z
+              .strictObject({
+                type: z.literal('file'),
+                path: z.string().min(1).describe('File the checkpoints are appended to (JSON lines, fsynced).'),
+              })
+              .describe(
+                'Appends one JSON line per checkpoint to a file (ideally on another machine or an append-only mount).',
+              ),
+            z
+              .strictObject({
+                type: z.literal('webhook'),
+                url: z
+                  .url()
+                  .refine((v) => /^https?:\/\//.test(v), { message: 'must be an http:// or https:// URL' })
+                  .describe('URL the checkpoints are POSTed to (application/json).'),
+                headers: z
+                  .record(z.string(), z.string())
+                  .optional()
+                  .describe('Extra request headers, e.g. authorization (secrets by ${env:NAME} / ${file:PATH}).'),
+              })
+              .describe(
+                'POSTs each checkpoint as JSON; retries with backoff, then sends the newest (they are cumulative).',
+              ),
+            z
+              .strictObject({ type: z.literal('stdout') })
+              .describe('Writes one JSON line per checkpoint ({"audit_checkpoint": …}) on standard output.'),
+          ]),
+        )
+        .default([])
+        .describe(
+          'Copies of every signed checkpoint outside the database, so rewriting the events and their checkpoints together is still caught (`audit verify --checkpoints FILE`). A failing sink never blocks sealing: it is logged and counted (portcullis_audit_sink_failures_total).',
+        ),
     })
     .prefault({}),
   admin: z

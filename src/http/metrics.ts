@@ -7,7 +7,11 @@ export interface HttpMetrics extends OAuthMetrics {
 }
 
 /** Prometheus metrics. Client ids become labels only once they authenticated (no attacker-chosen cardinality). */
-export function createMetrics(gauges: { revocations: () => number; eventsWritten: () => number }): HttpMetrics {
+export function createMetrics(gauges: {
+  revocations: () => number;
+  eventsWritten: () => number;
+  auditSinkFailures?: () => Record<string, number>;
+}): HttpMetrics {
   const registry = new Registry();
   collectDefaultMetrics({ register: registry, prefix: 'portcullis_' });
   const issued = new Counter({
@@ -43,6 +47,16 @@ export function createMetrics(gauges: { revocations: () => number; eventsWritten
     registers: [registry],
     collect() {
       this.set(gauges.eventsWritten());
+    },
+  });
+  new Counter({
+    name: 'portcullis_audit_sink_failures_total',
+    help: 'Failed writes or deliveries of audit checkpoints to their sinks outside the database, by sink type',
+    labelNames: ['sink'],
+    registers: [registry],
+    collect() {
+      this.reset();
+      for (const [sink, n] of Object.entries(gauges.auditSinkFailures?.() ?? {})) this.inc({ sink }, n);
     },
   });
   return {
