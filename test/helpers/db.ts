@@ -63,3 +63,35 @@ export async function readEvents(server: RunningServer, where = '', params: unkn
         : ((r.data as Record<string, unknown>) ?? {}),
   }));
 }
+
+/**
+ * Writes to a storage URL as a database administrator would (psql / sqlite3): several statements, or a callback with
+ * a query function. For tamper tests only; the server must not be running against it.
+ */
+export async function dbaSql(
+  url: string,
+  work: string | ((q: (sql: string, params?: unknown[]) => Promise<Record<string, unknown>[]>) => Promise<void>),
+): Promise<void> {
+  if (url.startsWith('sqlite:')) {
+    const db = new Database(url.slice('sqlite:'.length), { fileMustExist: true });
+    try {
+      if (typeof work === 'string') db.exec(work);
+      else
+        await work(async (sql, params = []) => {
+          const st = db.prepare(sql.replace(/\$\d+/g, '?'));
+          return st.reader ? (st.all(...params) as Record<string, unknown>[]) : (st.run(...params), []);
+        });
+    } finally {
+      db.close();
+    }
+    return;
+  }
+  const c = new pg.Client({ connectionString: url });
+  await c.connect();
+  try {
+    if (typeof work === 'string') await c.query(work);
+    else await work(async (sql, params = []) => (await c.query(sql, params)).rows);
+  } finally {
+    await c.end();
+  }
+}
