@@ -273,7 +273,7 @@ export async function verifyAuditLog(input: VerifyInput): Promise<VerifyReport> 
             message: `leaf ${leaf} (event ${row.id}, ${row.type}): its content does not match the leaf hash sealed with it: a column was changed`,
           });
       }
-      if (prevCp && prevCp.ok && row.at < prevCp.time - grace)
+      if (prevCp?.ok && row.at < prevCp.time - grace)
         problems.push({
           kind: 'sealed_late',
           leaf_index: leaf,

@@ -79,7 +79,9 @@ export async function dbaSql(
       else
         await work(async (sql, params = []) => {
           const st = db.prepare(sql.replace(/\$\d+/g, '?'));
-          return st.reader ? (st.all(...params) as Record<string, unknown>[]) : (st.run(...params), []);
+          if (st.reader) return st.all(...params) as Record<string, unknown>[];
+          st.run(...params);
+          return [];
         });
     } finally {
       db.close();
