@@ -3,6 +3,7 @@ import { verifierKey } from '../audit/note.ts';
 import { InsufficientScope, InvalidToken, OAuthError } from '../errors/oauth-error.ts';
 import type { OAuthContext } from '../oauth/context.ts';
 import { isRevoked, type VerifiedAccessToken, verifyOwnAccessToken } from '../oauth/tokens/access-token.ts';
+import { registerAuditProofRoutes } from './admin-audit-proofs.ts';
 
 /** Scopes of the admin API (they must be scopes of the resource named by admin.resource to be grantable). */
 export type AdminScope = 'audit:read';
@@ -66,4 +67,5 @@ export function registerAdminApi(app: FastifyInstance, ctx: OAuthContext): void 
       })),
     });
   });
+  registerAuditProofRoutes(app, ctx);
 }
