@@ -9,16 +9,29 @@ import { type ExternalCheckpoint, type VerifyReport, verifyAuditLog } from '../a
 import type { AuditEventRow, Storage } from '../storage/ports.ts';
 import { configOpt, fail, withStorage } from './common.ts';
 
-const CHUNK = 20_000;
+const CHUNK = 10_000;
 
+/**
+ * Sealed rows in leaf order, in chunks; the next chunk's query is in flight while the caller hashes the current one
+ * (PostgreSQL: network and server time overlap with hashing; SQLite reads synchronously anyway).
+ */
 async function* sealedRows(storage: Storage): AsyncGenerator<AuditEventRow[]> {
-  let after: { leaf: number; id: number } | undefined;
+  let from = 0;
+  let next = storage.audit.scanSealed(from, CHUNK);
   for (;;) {
-    const rows = await storage.audit.scanSealed(after, CHUNK);
-    if (rows.length === 0) return;
-    yield rows;
-    const last = rows.at(-1) as AuditEventRow;
-    after = { leaf: last.leaf_index as number, id: last.id };
+    const rows = await next;
+    if (rows.length < CHUNK) {
+      if (rows.length > 0) yield rows;
+      return;
+    }
+    // A full chunk may end inside a run of rows sharing one leaf index (duplicates): hand those to the next chunk,
+    // which starts at that leaf, so the run is seen whole (unless it fills a chunk by itself).
+    const last = (rows.at(-1) as AuditEventRow).leaf_index as number;
+    let cut = rows.length;
+    while (cut > 0 && (rows[cut - 1] as AuditEventRow).leaf_index === last) cut--;
+    from = cut === 0 ? last + 1 : last;
+    next = storage.audit.scanSealed(from, CHUNK);
+    yield cut === 0 ? rows : rows.slice(0, cut);
   }
 }
 

@@ -519,10 +519,10 @@ export interface AuditStore {
   byLeaves(leaves: number[]): Promise<AuditEventRow[]>;
   countUnsealed(): Promise<number>;
   /**
-   * Sealed events in (leaf_index, id) order strictly after the cursor (a duplicated leaf index shows up as two rows):
-   * what `audit verify` streams.
+   * Sealed events with leaf_index >= fromLeaf in (leaf_index, id) order: what `audit verify` streams (a duplicated
+   * leaf index, possible only if someone dropped the unique index, shows up as several rows).
    */
-  scanSealed(after: { leaf: number; id: number } | undefined, limit: number): Promise<AuditEventRow[]>;
+  scanSealed(fromLeaf: number, limit: number): Promise<AuditEventRow[]>;
   /** Stored leaf hashes of leaves [fromLeaf, toLeaf), in leaf order (proofs read these, not the rows). */
   leafHashes(
     fromLeaf: number,

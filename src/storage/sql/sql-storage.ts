@@ -432,8 +432,10 @@ function auditStore(q: Q, dialect: 'sqlite' | 'postgres'): AuditStore {
           await sql`UPDATE events SET leaf_index = v.leaf::bigint, leaf_hash = v.hash FROM (VALUES ${values}) AS v(id, leaf, hash) WHERE events.id = v.id::bigint AND events.leaf_index IS NULL`.execute(
             q,
           );
+        // SQLite: `+` keeps the planner off the leaf_index index, which holds every unsealed row under NULL: driven
+        // from it, each UPDATE would walk the whole backlog once per VALUES row. From VALUES by primary key it is O(chunk).
         else
-          await sql`UPDATE events SET leaf_index = v.column2, leaf_hash = v.column3 FROM (VALUES ${values}) AS v WHERE events.id = v.column1 AND events.leaf_index IS NULL`.execute(
+          await sql`UPDATE events SET leaf_index = v.column2, leaf_hash = v.column3 FROM (VALUES ${values}) AS v WHERE events.id = v.column1 AND +events.leaf_index IS NULL`.execute(
             q,
           );
       }
@@ -458,17 +460,15 @@ function auditStore(q: Q, dialect: 'sqlite' | 'postgres'): AuditStore {
         .execute();
       return rows.map(toAuditRow);
     },
-    async scanSealed(after, limit) {
-      let b = q.selectFrom('events').selectAll();
-      b = after
-        ? b.where((eb) =>
-            eb.or([
-              eb('leaf_index', '>', after.leaf),
-              eb.and([eb('leaf_index', '=', after.leaf), eb('id', '>', after.id)]),
-            ]),
-          )
-        : b.where('leaf_index', 'is not', null);
-      const rows = await b.orderBy('leaf_index').orderBy('id').limit(limit).execute();
+    async scanSealed(fromLeaf, limit) {
+      const rows = await q
+        .selectFrom('events')
+        .selectAll()
+        .where('leaf_index', '>=', fromLeaf)
+        .orderBy('leaf_index')
+        .orderBy('id')
+        .limit(limit)
+        .execute();
       return rows.map(toAuditRow);
     },
     async leafHashes(fromLeaf, toLeaf, limit) {
