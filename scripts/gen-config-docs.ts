@@ -8,6 +8,8 @@ type JS = {
   properties?: Record<string, JS>;
   items?: JS;
   anyOf?: JS[];
+  oneOf?: JS[];
+  const?: unknown;
   enum?: unknown[];
   default?: unknown;
   description?: string;
@@ -20,6 +22,8 @@ const rows: string[] = [];
 function typeOf(s: JS): string {
   if (s.enum) return s.enum.map((e) => `\`${String(e)}\``).join(' \\| ');
   if (s.anyOf) return [...new Set(s.anyOf.map(typeOf))].join(' or ');
+  if (s.oneOf) return 'object';
+  if (s.const !== undefined) return `\`${JSON.stringify(s.const)}\``;
   if (s.type === 'array') return `list of ${s.items ? typeOf(s.items) : 'values'}`;
   return Array.isArray(s.type) ? s.type.join(' or ') : (s.type ?? 'duration');
 }
@@ -33,6 +37,12 @@ function walk(s: JS, path: string): void {
   const obj = s.type === 'array' && s.items ? s.items : s;
   const prefix = s.type === 'array' ? `${path}[]` : path;
   for (const [k, v] of Object.entries(obj.properties ?? {})) walk(v, prefix ? `${prefix}.${k}` : k);
+  // A discriminated union (e.g. audit.checkpoint_sinks[]): one row per variant, then its own keys.
+  for (const v of obj.oneOf ?? []) {
+    const tag = v.properties?.type?.const;
+    rows.push(`| \`${prefix}\` with \`type: ${String(tag)}\` | object |  | ${v.description ?? ''} |`);
+    for (const [k, p] of Object.entries(v.properties ?? {})) if (k !== 'type') walk(p, `${prefix}.${k}`);
+  }
 }
 walk(schema, '');
 

@@ -74,6 +74,16 @@ describe('invalid configurations are refused', () => {
     ],
     ['bad type', (c) => Object.assign(c, { limits: { body_bytes: 'lots' } }), 'limits.body_bytes'],
     [
+      'checkpoint sink of an unknown type',
+      (c) => Object.assign(c, { audit: { checkpoint_sinks: [{ type: 'ftp', path: '/x' }] } }),
+      'audit.checkpoint_sinks[0].type',
+    ],
+    [
+      'checkpoint webhook that is not http(s)',
+      (c) => Object.assign(c, { audit: { checkpoint_sinks: [{ type: 'webhook', url: 'ftp://siem.example.com/' }] } }),
+      'audit.checkpoint_sinks[0].url',
+    ],
+    [
       'gateway route for an undeclared resource',
       (c) => withRoute(c, { resource: 'https://nope.example.com' }),
       'gateway.routes[0].resource',

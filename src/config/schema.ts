@@ -621,7 +621,12 @@ export const configSchema = z.strictObject({
             z
               .strictObject({
                 type: z.literal('file'),
-                path: z.string().min(1).describe('File the checkpoints are appended to (JSON lines, fsynced).'),
+                path: z
+                  .string()
+                  .min(1)
+                  .describe(
+                    'File the checkpoints are appended to (JSON lines, fsynced); a relative path is resolved from the working directory.',
+                  ),
               })
               .describe(
                 'Appends one JSON line per checkpoint to a file (ideally on another machine or an append-only mount).',
