@@ -97,7 +97,9 @@ const result = {
   seal_seconds: Number(sealS.toFixed(3)),
   seal_events_per_s: Math.round(sealed.sealed / sealS),
   seal_cpu_seconds: Number(sealCpuS.toFixed(3)),
-  load_average: loadavg().map((l) => Number(l.toFixed(2))),
+  load_average: loadavg()
+    .map((l) => l.toFixed(2))
+    .join(' '),
   verify_entries: report.entries,
   verify_seconds: Number(report.seconds.toFixed(3)),
   verify_entries_per_s: Math.round(report.entries / report.seconds),
@@ -111,6 +113,9 @@ const result = {
 };
 process.stdout.write(`${JSON.stringify(result, null, 2)}\n`);
 mkdirSync(join(ROOT, 'bench', 'results'), { recursive: true });
-writeFileSync(join(ROOT, 'bench', 'results', 'audit-latest.json'), `${JSON.stringify(result, null, 2)}\n`);
+writeFileSync(
+  join(ROOT, 'bench', 'results', `audit-${result.storage}-latest.json`),
+  `${JSON.stringify(result, null, 2)}\n`,
+);
 if (storageUrl.startsWith('sqlite:') && !process.argv.includes('--keep')) rmSync(dir, { recursive: true, force: true });
 else process.stdout.write(`kept ${dir}\n`);

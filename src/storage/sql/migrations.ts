@@ -475,6 +475,9 @@ export function migrations(dialect: 'sqlite' | 'postgres'): Record<string, Migra
       // sealed before this migration are filled in here. Like leaf_index, it is set once.
       async up(db: Kysely<unknown>) {
         await db.schema.alterTable('events').addColumn('leaf_hash', 'text').execute();
+        // The sealer's queue: unsealed events in id order. Partial, so it holds only the backlog (PostgreSQL otherwise
+        // sorts every NULL of the leaf_index index on each chunk: O(backlog) per chunk).
+        await sql`CREATE INDEX events_unsealed ON events (id) WHERE leaf_index IS NULL`.execute(db);
         const q = db as unknown as Kysely<DB>;
         for (let from = 0; ; ) {
           const rows = await q
