@@ -111,6 +111,8 @@ function openNote(note: string, keys: ParsedVerifierKey[]): { opened?: OpenedNot
 
 const keyNames = (keys: ParsedVerifierKey[]) => keys.map((k) => `${k.name}+${k.id.toString('hex')}`).join(', ');
 
+const tree0Root = () => new Frontier().root();
+
 export async function verifyAuditLog(input: VerifyInput): Promise<VerifyReport> {
   const started = performance.now();
   const cpu0 = process.cpuUsage();
@@ -192,6 +194,7 @@ export async function verifyAuditLog(input: VerifyInput): Promise<VerifyReport> 
   for (const c of extCps) extAt.set(c.size, [...(extAt.get(c.size) ?? []), c]);
   const frontierSize = input.frontier?.size;
   const beyond: Array<[leaf: number, id: number]> = []; // rows past the frontier read at the start
+  let rootAtFrontier: Buffer | undefined = frontierSize === 0 ? tree0Root() : undefined;
   const anchor = latest
     ? extCps.filter((c) => c.ok && c.size > 0 && c.size <= latest.size).sort((a, b) => b.size - a.size)[0]
     : undefined;
@@ -291,6 +294,7 @@ export async function verifyAuditLog(input: VerifyInput): Promise<VerifyReport> 
       expected = leaf + 1;
       prev = row;
       if (dbAt.has(tree.size) || extAt.has(tree.size)) atSize(tree.size);
+      if (tree.size === frontierSize) rootAtFrontier = tree.root();
     }
   }
   if (tree.size === 0) atSize(0);
@@ -334,10 +338,19 @@ export async function verifyAuditLog(input: VerifyInput): Promise<VerifyReport> 
         message: `leaf ${first?.[0] ?? after.size}${first ? ` (event ${first[1]})` : ''} lies beyond the sealed tree (the sealer's frontier has ${after.size} leaves, the database ${tree.size}): inserted with a forged leaf index`,
       });
     } else if (tree.size < after.size) {
-      problems.push({
-        kind: 'frontier',
-        message: `the sealer's frontier has ${after.size} leaves but the database holds ${tree.size}: the newest events were deleted`,
-      });
+      // A running sealer may have extended the tree after the last chunk was read: then the frontier read at the
+      // start must still match (its size was reached and its root recorded on the way).
+      const start = input.frontier;
+      if (tree.size < start.size)
+        problems.push({
+          kind: 'frontier',
+          message: `the sealer's frontier has ${start.size} leaves but the database holds ${tree.size}: the newest events were deleted`,
+        });
+      else if (!rootAtFrontier?.equals(start.root()))
+        problems.push({
+          kind: 'frontier',
+          message: `the sealer's stored frontier does not match the recomputed tree of ${start.size} leaves`,
+        });
     } else if (!tree.root().equals(after.root())) {
       problems.push({
         kind: 'frontier',
