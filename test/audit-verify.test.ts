@@ -247,6 +247,32 @@ function tamperSuite(kind: Kind) {
     expect(plain.stderr).toMatch(/no --key given: .*stored in the database/);
   });
 
+  it('an export file (entries format) verifies against the checkpoints; an edited line fails its checkpoint', async () => {
+    const { verify } = await attack(async () => {});
+    const rows = (
+      await (async () => {
+        let out: Record<string, unknown>[] = [];
+        await dbaSql(String((server.config.storage as { url: string }).url), async (q) => {
+          out = await q('SELECT * FROM events WHERE leaf_index IS NOT NULL ORDER BY leaf_index');
+        });
+        return out;
+      })()
+    ).map(toRow);
+    const line = (r: AuditEventRow) => {
+      const { leaf_index, leaf_hash: _h, ...event } = r;
+      return JSON.stringify({ leaf_index, event });
+    };
+    const file = join(makeTempDir('portcullis-export-'), 'entries.jsonl');
+    writeFileSync(file, `${rows.map(line).join('\n')}\n`);
+    const ok = await verify(['--key', key, '--from-export', file]);
+    expect(ok.report.problems).toEqual([]);
+    expect(ok.report.entries).toBe(total);
+    const edited = rows.map((r) => (r.leaf_index === 3 ? { ...r, data: '{"scope":"admin"}' } : r));
+    writeFileSync(file, `${edited.map(line).join('\n')}\n`);
+    const bad = await verify(['--key', key, '--from-export', file]);
+    expect(bad.report.problems[0]).toMatchObject({ kind: 'checkpoint_root', checkpoint: firstCpAbove(3) });
+  });
+
   it('a modified column (data, type, client_id, at) names the exact entry', async () => {
     const ids: number[] = [];
     const { verify, run } = await attack(async (q) => {
