@@ -488,15 +488,20 @@ export function migrations(dialect: 'sqlite' | 'postgres'): Record<string, Migra
             .limit(2000)
             .execute();
           if (rows.length === 0) break;
-          for (const r of rows) {
-            const hash = eventLeafHash({
-              ...r,
-              id: Number(r.id),
-              at: Number(r.at),
-              leaf_index: null,
-            }).toString('base64');
-            await q.updateTable('events').set({ leaf_hash: hash }).where('id', '=', r.id).execute();
-          }
+          const values = sql.join(
+            rows.map((r) => {
+              const hash = eventLeafHash({ ...r, id: Number(r.id), at: Number(r.at), leaf_index: null });
+              return sql`(${Number(r.id)}, ${hash.toString('base64')})`;
+            }),
+          );
+          if (dialect === 'postgres')
+            await sql`UPDATE events SET leaf_hash = v.hash FROM (VALUES ${values}) AS v(id, hash) WHERE events.id = v.id::bigint`.execute(
+              db,
+            );
+          else
+            await sql`UPDATE events SET leaf_hash = v.column2 FROM (VALUES ${values}) AS v WHERE events.id = v.column1`.execute(
+              db,
+            );
           from = Number(rows.at(-1)?.leaf_index) + 1;
         }
         if (dialect === 'sqlite') {
