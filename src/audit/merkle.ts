@@ -1,4 +1,4 @@
-import { createHash } from 'node:crypto';
+import { createHash, hash } from 'node:crypto';
 
 /**
  * Merkle tree hashing as RFC 9162 §2.1 defines it (the Certificate Transparency v2 tree, same as RFC 6962):
@@ -9,12 +9,15 @@ import { createHash } from 'node:crypto';
 const LEAF_PREFIX = Buffer.from([0]);
 const NODE_PREFIX = Buffer.from([1]);
 
+// One-shot crypto.hash: about half the cost of createHash().update().digest() per call, which matters at tens of
+// thousands of leaves per second.
 export function leafHash(entry: Buffer | string): Buffer {
-  return createHash('sha256').update(LEAF_PREFIX).update(entry).digest();
+  if (typeof entry === 'string') return hash('sha256', `\0${entry}`, 'buffer'); // UTF-8 of U+0000 is the byte 0x00
+  return hash('sha256', Buffer.concat([LEAF_PREFIX, entry]), 'buffer');
 }
 
 export function nodeHash(left: Buffer, right: Buffer): Buffer {
-  return createHash('sha256').update(NODE_PREFIX).update(left).update(right).digest();
+  return hash('sha256', Buffer.concat([NODE_PREFIX, left, right], 65), 'buffer');
 }
 
 function isPowerOfTwo(n: number): boolean {
