@@ -89,7 +89,7 @@ function verifySignedNote(note: string, verifierKey: string): { size: number; ro
 
 async function checkTree(server: RunningServer, verifierKey: string): Promise<number> {
   const rows = await query<Row>(server, 'SELECT * FROM events WHERE leaf_index IS NOT NULL ORDER BY leaf_index');
-  rows.forEach((r, i) => expect(Number(r.leaf_index)).toBe(i));
+  expect(rows.map((r) => Number(r.leaf_index))).toEqual(rows.map((_, i) => i));
   const leaves = rows.map(leafOf);
   const cps = await query<{ tree_size: number | string; root_hash: string; note: string }>(
     server,
