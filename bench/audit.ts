@@ -364,14 +364,17 @@ interface KeepUpRound {
   written: number;
   write_s: number;
   achieved_rate: number;
-  /** Unsealed backlog (written and acknowledged minus sealed), sampled every 100 ms: [seconds since start, events]. */
+  /**
+   * Unsealed backlog (events handed to the store, committed or about to be, minus events sealed), sampled every
+   * 100 ms: [seconds since start, events].
+   */
   samples: Array<[number, number]>;
   backlog_max: number;
   backlog_max_s_of_writes: number;
   backlog_mean_first_half: number;
   backlog_mean_second_half: number;
   backlog_at_writer_stop: number;
-  /** Seconds from the writer's last acknowledged batch until a checkpoint covered every event. */
+  /** Seconds from the writer's last batch (handed to the store) until a checkpoint covered every event. */
   catch_up_s: number | null;
   seal_rounds: number;
   seal_round_ms: Stat | null;
@@ -447,10 +450,11 @@ async function keepUp(store: Store): Promise<KeepUpRound> {
   let inFlight = 0;
   let failures = 0;
   let lastAck = t0;
+  let lastIssue = t0;
   const samples: Array<[number, number]> = [];
   const writeUntil = t0 + opts.seconds * 1000;
   const sampler = setInterval(() => {
-    samples.push([(performance.now() - t0) / 1000, base + acked - sealedTo]);
+    samples.push([(performance.now() - t0) / 1000, base + issued - sealedTo]);
   }, 100);
   // Writer: every 5 ms, append what the target rate says is due, as one batch (the server's group commit batches
   // per event-loop turn the same way). At most one second of events in flight.
@@ -463,6 +467,7 @@ async function keepUp(store: Store): Promise<KeepUpRound> {
       for (let i = 0; i < n; i++) list[i] = tokenEvent(now);
       issued += n;
       inFlight += n;
+      lastIssue = performance.now();
       store.storage.appendEventsBatch(list).then(
         () => {
           inFlight -= n;
@@ -479,7 +484,7 @@ async function keepUp(store: Store): Promise<KeepUpRound> {
   }
   while (inFlight > 0) await sleep(5);
   const writeS = (lastAck - t0) / 1000;
-  const backlogAtStop = base + acked - sealedTo;
+  const backlogAtStop = base + issued - sealedTo;
   const sealedWhileWriting = sealedTo - base;
   // Catch-up: wait until a checkpoint covers everything (bounded).
   const deadline = performance.now() + 60_000;
@@ -496,7 +501,7 @@ async function keepUp(store: Store): Promise<KeepUpRound> {
   const first = mean(during.filter(([t]) => t >= opts.interval && t < half).map(([, b]) => b));
   const second = mean(during.filter(([t]) => t >= half).map(([, b]) => b));
   const backlogMax = Math.max(0, ...samples.map(([, b]) => b));
-  const catchUpS = caughtUp ? Math.max(0, (caughtUp.t - lastAck) / 1000) : null;
+  const catchUpS = caughtUp ? (caughtUp.t - lastIssue) / 1000 : null;
   const achieved = acked / writeS;
   // Keeps up: everything written was sealed within two intervals (+1 s) of the last write, and the backlog did not
   // grow from the first half of the window to the second (beyond one interval's worth of events: sampling jitter).
