@@ -1,10 +1,11 @@
 /**
  * Token endpoint benchmark: client_credentials issuance against Portcullis, oidc-provider 9 (configured
  * equivalently: JWT access tokens via resource indicators, ES256, client_secret_basic) and a bare node:http server
- * (the ceiling), in one run, alternating targets A B C A B C, at several connection counts.
+ * (the ceiling), in one run, alternating targets (A B C, B C A, C A B, …) at several connection counts. On request,
+ * also Portcullis with its audit sealer off (portcullis-noseal), to measure what sealing costs.
  *
  *   npm run bench -- [--rounds 3] [--duration 10] [--warmup 3] [--connections 10,50]
- *                    [--targets portcullis,oidc-provider,node-http] [--out bench/results/latest.json]
+ *                    [--targets portcullis,oidc-provider,node-http[,portcullis-noseal]] [--out bench/results/latest.json]
  *                    [--quiet-wait 60] [--noise-limit 25] [--noise-retries 2] [--keep-data]
  *
  * Each flag also reads an env var (BENCH_ROUNDS, BENCH_DURATION, BENCH_WARMUP, BENCH_CONNECTIONS, BENCH_TARGETS,
@@ -60,8 +61,12 @@ function positiveInt(name: string, raw: string | undefined, fallback: number): n
   return n;
 }
 
-const ALL_TARGETS = ['portcullis', 'oidc-provider', 'node-http'] as const;
+const ALL_TARGETS = ['portcullis', 'oidc-provider', 'node-http', 'portcullis-noseal'] as const;
 type TargetName = (typeof ALL_TARGETS)[number];
+/** Measured when --targets is not given; portcullis-noseal (sealer off) is asked for explicitly. */
+const DEFAULT_TARGETS: TargetName[] = ['portcullis', 'oidc-provider', 'node-http'];
+/** Portcullis servers: a SQLite data dir, jti tracking and the durability check. */
+const isPortcullis = (name: TargetName) => name === 'portcullis' || name === 'portcullis-noseal';
 
 const opts = {
   rounds: positiveInt('rounds', flags.rounds ?? process.env.BENCH_ROUNDS, 3),
@@ -70,7 +75,7 @@ const opts = {
   connections: (flags.connections ?? process.env.BENCH_CONNECTIONS ?? '10,50')
     .split(',')
     .map((c) => positiveInt('connections', c.trim(), 0)),
-  targets: (flags.targets ?? process.env.BENCH_TARGETS ?? ALL_TARGETS.join(',')).split(',').map((t) => {
+  targets: (flags.targets ?? process.env.BENCH_TARGETS ?? DEFAULT_TARGETS.join(',')).split(',').map((t) => {
     const name = t.trim();
     if (!(ALL_TARGETS as readonly string[]).includes(name)) {
       throw new Error(`targets: unknown target ${JSON.stringify(name)} (known: ${ALL_TARGETS.join(', ')})`);
@@ -275,7 +280,8 @@ async function startTarget(name: TargetName): Promise<Running> {
     const url = await waitReady(s, fallbackUrl, null, 30_000);
     return { ...s, url, jwt: true };
   }
-  // Portcullis: fresh SQLite data dir, a KEK from the environment, log level warn.
+  // Portcullis: fresh SQLite data dir, a KEK from the environment, log level warn. The audit sealer runs with its
+  // defaults (every 1 s) in 'portcullis' and is off in 'portcullis-noseal'.
   const dataDir = mkdtempSync(join(tmpdir(), 'portcullis-bench-'));
   dataDirs.push(dataDir);
   const dbPath = join(dataDir, 'portcullis.db');
@@ -291,6 +297,7 @@ async function startTarget(name: TargetName): Promise<Running> {
       `keys: { algorithm: ES256, kek_file: ${q(join(dataDir, 'kek'))} }`,
       `tokens: { access_token_ttl: ${TTL_S}s }`,
       'log: { level: warn }',
+      ...(name === 'portcullis-noseal' ? ['audit: { seal: false }'] : []),
       // One load generator on one address is not one client: lift the per-address /token limit out of reach but
       // keep the limiter in the path, so its cost is measured.
       "throttle: { token_per_ip: { limit: 1000000, window: '1s' } }",
@@ -432,7 +439,7 @@ async function preflight(t: Running): Promise<{ status: number; sample: Record<s
   if (res.status !== 200) throw new Error(`${t.name}: preflight POST /token -> ${res.status} ${text}`);
   const check = checkTokenResponse(text, t.jwt, t.url);
   if (!check.ok) throw new Error(`${t.name}: preflight token rejected: ${check.problem}\n${text}`);
-  if (t.name === 'portcullis' && check.jti) portcullisJtis.push(check.jti);
+  if (isPortcullis(t.name) && check.jti) jtisOf(t.name).push(check.jti);
   if (t.jwt) {
     const v = await verifyTokens(t, [text]);
     if (v.verified !== 1) throw new Error(`${t.name}: preflight token signature: ${v.failures.join('; ')}`);
@@ -509,6 +516,8 @@ interface RunResult {
   latency_ms: { p50: number; p90: number; p99: number; p999: number; mean: number; max: number };
   autocannon_rounded_ms: { p50: number; p99: number };
   server_cpu_pct: number | null;
+  /** Server CPU time (all threads) per token issued, µs: steadier than tokens/s when the machine is shared. */
+  server_cpu_us_per_token: number | null;
   loadgen_cpu_pct: number;
   /** CPU used on the machine by processes other than the server and the load generator (noise), % of one core. */
   other_cpu_pct: number | null;
@@ -520,8 +529,16 @@ interface RunResult {
   signature_sample: { verified: number; failures: string[] } | null;
 }
 
-/** jti of every 2xx token Portcullis handed out (warm-up included), for the durability check. */
-const portcullisJtis: string[] = [];
+/** jti of every 2xx token each Portcullis target handed out (warm-up included), for the durability check. */
+const portcullisJtis = new Map<TargetName, string[]>();
+function jtisOf(name: TargetName): string[] {
+  let list = portcullisJtis.get(name);
+  if (!list) {
+    list = [];
+    portcullisJtis.set(name, list);
+  }
+  return list;
+}
 
 async function runLoad(t: Running, connections: number, durationS: number, phase: RunResult['phase'], round: number) {
   const latencies: number[] = [];
@@ -592,7 +609,7 @@ async function runLoad(t: Running, connections: number, durationS: number, phase
     if (c.jti) {
       if (jtis.has(c.jti)) dup++;
       jtis.add(c.jti);
-      if (t.name === 'portcullis') portcullisJtis.push(c.jti);
+      if (isPortcullis(t.name)) jtisOf(t.name).push(c.jti);
     }
   }
   let signatureSample: RunResult['signature_sample'] = null;
@@ -630,6 +647,7 @@ async function runLoad(t: Running, connections: number, durationS: number, phase
     },
     autocannon_rounded_ms: { p50: result.latency.p50, p99: result.latency.p99 },
     server_cpu_pct: serverCpu,
+    server_cpu_us_per_token: serverCpu !== null && ok2xx > 0 ? (serverCpu / 100 / (ok2xx / durationS_)) * 1e6 : null,
     loadgen_cpu_pct: loadgenCpu,
     other_cpu_pct: machineCpu !== null && serverCpu !== null ? Math.max(0, machineCpu - serverCpu - loadgenCpu) : null,
     invalid_tokens: invalid,
@@ -663,6 +681,7 @@ interface Summary {
   errors_total: number;
   invalid_tokens_total: number;
   server_cpu_pct_median: number | null;
+  server_cpu_us_per_token_median: number | null;
   loadgen_cpu_pct_median: number;
   other_cpu_pct_max: number | null;
 }
@@ -688,6 +707,10 @@ function summarize(runs: RunResult[]): Summary[] {
         errors_total: rs.reduce((a, r) => a + r.errors, 0),
         invalid_tokens_total: rs.reduce((a, r) => a + r.invalid_tokens, 0),
         server_cpu_pct_median: cpu.length ? median(cpu) : null,
+        server_cpu_us_per_token_median: (() => {
+          const us = rs.map((r) => r.server_cpu_us_per_token).filter((x): x is number => x !== null);
+          return us.length ? median(us) : null;
+        })(),
         loadgen_cpu_pct_median: median(rs.map((r) => r.loadgen_cpu_pct)),
         other_cpu_pct_max: rs.some((r) => r.other_cpu_pct !== null)
           ? Math.max(...rs.map((r) => r.other_cpu_pct ?? 0))
@@ -705,38 +728,41 @@ const fmt = (n: number, digits = 0) =>
 
 function markdownTable(summary: Summary[]): string {
   const lines = [
-    '| target | conns | tokens/s (median) | min–max | p50 ms | p99 ms | non-2xx | CPU server / load-gen |',
-    '| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |',
+    '| target | conns | tokens/s (median) | min–max | p50 ms | p99 ms | non-2xx | CPU server / load-gen | server CPU µs/token |',
+    '| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |',
   ];
   for (const s of summary) {
     lines.push(
-      `| ${s.target} | ${s.connections} | ${fmt(s.tokens_per_s_median)} | ${fmt(s.tokens_per_s_min)}–${fmt(s.tokens_per_s_max)} | ${fmt(s.p50_ms_median, 2)} | ${fmt(s.p99_ms_median, 2)} | ${s.non_2xx_total + s.errors_total} | ${s.server_cpu_pct_median === null ? '-' : `${fmt(s.server_cpu_pct_median)}%`} / ${fmt(s.loadgen_cpu_pct_median)}% |`,
+      `| ${s.target} | ${s.connections} | ${fmt(s.tokens_per_s_median)} | ${fmt(s.tokens_per_s_min)}–${fmt(s.tokens_per_s_max)} | ${fmt(s.p50_ms_median, 2)} | ${fmt(s.p99_ms_median, 2)} | ${s.non_2xx_total + s.errors_total} | ${s.server_cpu_pct_median === null ? '-' : `${fmt(s.server_cpu_pct_median)}%`} / ${fmt(s.loadgen_cpu_pct_median)}% | ${s.server_cpu_us_per_token_median === null ? '-' : fmt(s.server_cpu_us_per_token_median)} |`,
     );
   }
   return lines.join('\n');
 }
 
-function ratios(summary: Summary[], runs: RunResult[]) {
-  const out: {
-    connections: number;
-    ratio_of_medians: number;
-    per_round: number[];
-    median_of_per_round: number;
-    goal_2x_met: boolean;
-  }[] = [];
+interface Ratio {
+  connections: number;
+  ratio_of_medians: number;
+  per_round: number[];
+  median_of_per_round: number;
+  goal: number;
+  goal_met: boolean;
+}
+
+/** a / b tokens/s per connection count (both medians and per round), against a goal on the ratio of medians. */
+function ratios(summary: Summary[], runs: RunResult[], a: TargetName, b: TargetName, goal: number): Ratio[] {
+  const out: Ratio[] = [];
   for (const connections of opts.connections) {
-    const p = summary.find((s) => s.target === 'portcullis' && s.connections === connections);
-    const o = summary.find((s) => s.target === 'oidc-provider' && s.connections === connections);
+    const p = summary.find((s) => s.target === a && s.connections === connections);
+    const o = summary.find((s) => s.target === b && s.connections === connections);
     if (!p || !o) continue;
     const perRound: number[] = [];
+    const measured = (target: TargetName, round: number) =>
+      runs.find(
+        (r) => r.phase === 'measure' && r.target === target && r.connections === connections && r.round === round,
+      );
     for (let round = 1; round <= opts.rounds; round++) {
-      const pr = runs.find(
-        (r) => r.phase === 'measure' && r.target === 'portcullis' && r.connections === connections && r.round === round,
-      );
-      const or = runs.find(
-        (r) =>
-          r.phase === 'measure' && r.target === 'oidc-provider' && r.connections === connections && r.round === round,
-      );
+      const pr = measured(a, round);
+      const or = measured(b, round);
       if (pr && or) perRound.push(pr.tokens_per_s / or.tokens_per_s);
     }
     const ratio = p.tokens_per_s_median / o.tokens_per_s_median;
@@ -745,7 +771,8 @@ function ratios(summary: Summary[], runs: RunResult[]) {
       ratio_of_medians: ratio,
       per_round: perRound,
       median_of_per_round: median(perRound),
-      goal_2x_met: ratio >= 2,
+      goal,
+      goal_met: ratio >= goal,
     });
   }
   return out;
@@ -763,9 +790,11 @@ interface Durability {
   rows_without_received_token: number;
   in_flight_at_stop_total: number;
   server_stop: string;
+  /** Audit log at the kill: events with a leaf index, events without, signed checkpoints, largest tree size. */
+  audit: { sealed: number; unsealed: number; checkpoints: number; tree_size: number };
 }
 
-function checkDurability(dbPath: string, inFlight: number, stopHow: string): Durability {
+function checkDurability(name: TargetName, dbPath: string, inFlight: number, stopHow: string): Durability {
   const db = new Database(dbPath, { fileMustExist: true });
   try {
     const rows = db.prepare("SELECT jti FROM events WHERE type = 'token.issued'").pluck().all() as (string | null)[];
@@ -773,19 +802,27 @@ function checkDurability(dbPath: string, inFlight: number, stopHow: string): Dur
     for (const j of rows) if (j) stored.add(j);
     let found = 0;
     const missingExamples: string[] = [];
-    for (const j of portcullisJtis) {
+    const jtis = jtisOf(name);
+    for (const j of jtis) {
       if (stored.has(j)) found++;
       else if (missingExamples.length < 5) missingExamples.push(j);
     }
+    const count = (q: string) => Number(db.prepare(q).pluck().get() ?? 0);
     return {
-      tokens_received: portcullisJtis.length,
+      tokens_received: jtis.length,
       found_in_events: found,
-      missing: portcullisJtis.length - found,
+      missing: jtis.length - found,
       missing_examples: missingExamples,
       token_issued_rows: rows.length,
       rows_without_received_token: rows.length - found,
       in_flight_at_stop_total: inFlight,
       server_stop: stopHow,
+      audit: {
+        sealed: count('SELECT count(*) FROM events WHERE leaf_index IS NOT NULL'),
+        unsealed: count('SELECT count(*) FROM events WHERE leaf_index IS NULL'),
+        checkpoints: count('SELECT count(*) FROM audit_checkpoints'),
+        tree_size: count('SELECT coalesce(max(tree_size), 0) FROM audit_checkpoints'),
+      },
     };
   } finally {
     db.close();
@@ -855,7 +892,7 @@ async function main(): Promise<number> {
   const startFailures: Record<string, string> = {};
   const samples: Record<string, unknown> = {};
   const runs: RunResult[] = [];
-  let durability: Durability | null = null;
+  const durability: Partial<Record<TargetName, Durability>> = {};
   let failed = false;
   let runError: string | undefined;
 
@@ -887,8 +924,11 @@ async function main(): Promise<number> {
       process.stderr.write(`bench: warm-up ${t.name}: ${fmt(w.tokens_per_s)} tokens/s, non-2xx ${w.non_2xx}\n`);
     }
     for (let round = 1; round <= opts.rounds; round++) {
+      // Rotate the order every round (A B C, B C A, C A B …) so no target always runs right after the same one.
+      const shift = (round - 1) % Math.max(1, running.length);
+      const order = [...running.slice(shift), ...running.slice(0, shift)];
       for (const connections of opts.connections) {
-        for (const t of running) {
+        for (const t of order) {
           if (t.child.exitCode !== null || t.child.signalCode !== null) {
             throw new Error(`${t.name} died during the run\n${t.output.join('\n')}`);
           }
@@ -905,20 +945,20 @@ async function main(): Promise<number> {
           }
           runs.push(r);
           process.stderr.write(
-            `bench: round ${round} c=${connections} ${t.name}: ${fmt(r.tokens_per_s)} tokens/s p50 ${fmt(r.latency_ms.p50, 2)} ms p99 ${fmt(r.latency_ms.p99, 2)} ms non-2xx ${r.non_2xx} errors ${r.errors} invalid ${r.invalid_tokens} CPU server ${r.server_cpu_pct === null ? '-' : fmt(r.server_cpu_pct)}% load-gen ${fmt(r.loadgen_cpu_pct)}% other ${r.other_cpu_pct === null ? '-' : fmt(r.other_cpu_pct)}%\n`,
+            `bench: round ${round} c=${connections} ${t.name}: ${fmt(r.tokens_per_s)} tokens/s p50 ${fmt(r.latency_ms.p50, 2)} ms p99 ${fmt(r.latency_ms.p99, 2)} ms non-2xx ${r.non_2xx} errors ${r.errors} invalid ${r.invalid_tokens} CPU server ${r.server_cpu_pct === null ? '-' : fmt(r.server_cpu_pct)}% (${r.server_cpu_us_per_token === null ? '-' : fmt(r.server_cpu_us_per_token)} µs/token) load-gen ${fmt(r.loadgen_cpu_pct)}% other ${r.other_cpu_pct === null ? '-' : fmt(r.other_cpu_pct)}%\n`,
           );
         }
       }
     }
 
-    // Durability: kill Portcullis hard (no drain, no shutdown hook), then every token it handed out must have its
-    // token.issued event in the database file.
-    const p = running.find((t) => t.name === 'portcullis');
-    if (p?.dbPath) {
-      await sleep(200);
+    // Durability: kill each Portcullis hard (no drain, no shutdown hook), then every token it handed out must have
+    // its token.issued event in the database file.
+    await sleep(200);
+    for (const p of running) {
+      if (!isPortcullis(p.name) || !p.dbPath) continue;
       await stopChild(p.child, 'SIGKILL', 0);
-      const inFlight = runs.filter((r) => r.target === 'portcullis').reduce((a, r) => a + r.in_flight_at_stop, 0);
-      durability = checkDurability(p.dbPath, inFlight, 'SIGKILL right after the last run');
+      const inFlight = runs.filter((r) => r.target === p.name).reduce((a, r) => a + r.in_flight_at_stop, 0);
+      durability[p.name] = checkDurability(p.name, p.dbPath, inFlight, 'SIGKILL right after the last run');
     }
   } catch (e) {
     failed = true;
@@ -932,7 +972,23 @@ async function main(): Promise<number> {
   }
 
   const summary = summarize(runs);
-  const ratio = ratios(summary, runs);
+  const ratio = ratios(summary, runs, 'portcullis', 'oidc-provider', 2);
+  // Issuance with the audit sealer on over off: the goal is at most 10 % slower.
+  const sealRatio = ratios(summary, runs, 'portcullis', 'portcullis-noseal', 0.9);
+  // The same comparison by server CPU per token (off / on): what throughput would be if CPU were the only limit.
+  const sealCpu = opts.connections.flatMap((connections) => {
+    const on = summary.find((s) => s.target === 'portcullis' && s.connections === connections);
+    const off = summary.find((s) => s.target === 'portcullis-noseal' && s.connections === connections);
+    if (!on?.server_cpu_us_per_token_median || !off?.server_cpu_us_per_token_median) return [];
+    return [
+      {
+        connections,
+        cpu_us_per_token_on: on.server_cpu_us_per_token_median,
+        cpu_us_per_token_off: off.server_cpu_us_per_token_median,
+        off_over_on: off.server_cpu_us_per_token_median / on.server_cpu_us_per_token_median,
+      },
+    ];
+  });
   const measureRuns = runs.filter((r) => r.phase === 'measure');
   const problems: string[] = [];
   for (const s of summary) {
@@ -956,7 +1012,14 @@ async function main(): Promise<number> {
       `${noisy.length} measured runs shared the machine with other work (>15% of a core): numbers are noisy, see runs[].other_cpu_pct`,
     );
   }
-  if (durability && durability.missing > 0) problems.push(`portcullis: ${durability.missing} tokens without event`);
+  for (const [name, d] of Object.entries(durability)) {
+    if (d.missing > 0) problems.push(`${name}: ${d.missing} tokens without event`);
+    // The sealer setting must have taken effect: sealed events and checkpoints exactly when sealing is on.
+    if (name === 'portcullis-noseal' && (d.audit.sealed > 0 || d.audit.checkpoints > 0))
+      problems.push(`${name}: ${d.audit.sealed} events sealed although audit.seal is false`);
+    if (name === 'portcullis' && (d.audit.sealed === 0 || d.audit.checkpoints === 0))
+      problems.push(`${name}: no event was sealed although the sealer is on`);
+  }
   if (runError) problems.push(`run aborted: ${runError}`);
   for (const [name, msg] of Object.entries(startFailures)) problems.push(`${name}: ${msg.split('\n')[0]}`);
   if (problems.length) failed = true;
@@ -980,6 +1043,8 @@ async function main(): Promise<number> {
     start_failures: startFailures,
     summary,
     ratio_portcullis_over_oidc_provider: ratio,
+    ratio_sealing_on_over_off: sealRatio,
+    sealing_cpu_per_token: sealCpu,
     durability,
     warnings_logged: Object.fromEntries(running.map((t) => [t.name, t.warnings])),
     problems,
@@ -1001,12 +1066,22 @@ async function main(): Promise<number> {
   const md: string[] = ['', markdownTable(summary), ''];
   for (const r of ratio) {
     md.push(
-      `Portcullis / oidc-provider at ${r.connections} connections: ${fmt(r.ratio_of_medians, 2)}x (per round: ${r.per_round.map((x) => fmt(x, 2)).join(', ')}; median of those ${fmt(r.median_of_per_round, 2)}x) — goal 2x ${r.goal_2x_met ? 'met' : 'NOT met'}`,
+      `Portcullis / oidc-provider at ${r.connections} connections: ${fmt(r.ratio_of_medians, 2)}x (per round: ${r.per_round.map((x) => fmt(x, 2)).join(', ')}; median of those ${fmt(r.median_of_per_round, 2)}x) — goal 2x ${r.goal_met ? 'met' : 'NOT met'}`,
     );
   }
-  if (durability) {
+  for (const r of sealRatio) {
     md.push(
-      `events durable: ${durability.found_in_events}/${durability.tokens_received} (token.issued rows: ${durability.token_issued_rows}; rows for responses dropped at run stop: ${durability.rows_without_received_token}, in flight at stop: ${durability.in_flight_at_stop_total}; server stopped by ${durability.server_stop})`,
+      `sealing on / off (portcullis / portcullis-noseal) at ${r.connections} connections: ${fmt(r.ratio_of_medians, 3)} (per round: ${r.per_round.map((x) => fmt(x, 3)).join(', ')}; median of those ${fmt(r.median_of_per_round, 3)}) — goal >= 0.90 ${r.goal_met ? 'met' : 'NOT met'}`,
+    );
+  }
+  for (const c of sealCpu) {
+    md.push(
+      `server CPU per token at ${c.connections} connections: sealing on ${fmt(c.cpu_us_per_token_on)} µs, off ${fmt(c.cpu_us_per_token_off)} µs (off / on ${fmt(c.off_over_on, 3)})`,
+    );
+  }
+  for (const [name, d] of Object.entries(durability)) {
+    md.push(
+      `${name}: events durable: ${d.found_in_events}/${d.tokens_received} (token.issued rows: ${d.token_issued_rows}; rows for responses dropped at run stop: ${d.rows_without_received_token}, in flight at stop: ${d.in_flight_at_stop_total}; server stopped by ${d.server_stop}); audit log at the kill: ${d.audit.sealed} sealed, ${d.audit.unsealed} unsealed, ${d.audit.checkpoints} checkpoints, tree size ${d.audit.tree_size}`,
     );
   }
   md.push(`${measureRuns.length} measured runs; results in ${opts.out}`);

@@ -398,7 +398,20 @@ function toAuditRow(r: Selectable<DB['events']>): AuditEventRow {
 /** An arbitrary constant: the PostgreSQL advisory lock of the audit sealer. */
 const SEALER_LOCK = 7_390_214_551;
 
-function auditStore(q: Q, dialect: 'sqlite' | 'postgres'): AuditStore {
+const setLeafStatements = new WeakMap<Database.Database, Database.Statement>();
+
+function auditStore(q: Q, dialect: 'sqlite' | 'postgres', raw: Database.Database | undefined): AuditStore {
+  // SQLite: one prepared UPDATE per event on the same (only) connection, inside the caller's transaction — a
+  // joined UPDATE … FROM (VALUES …) has no index on the values and goes quadratic.
+  const setLeafStatement = () => {
+    if (!raw) return undefined;
+    let st = setLeafStatements.get(raw);
+    if (!st) {
+      st = raw.prepare('UPDATE events SET leaf_index = ?, leaf_hash = ? WHERE id = ? AND +leaf_index IS NULL');
+      setLeafStatements.set(raw, st);
+    }
+    return st;
+  };
   return {
     async lockSealer(wait) {
       if (dialect === 'postgres') {
@@ -424,20 +437,19 @@ function auditStore(q: Q, dialect: 'sqlite' | 'postgres'): AuditStore {
       return rows.map(toAuditRow);
     },
     async assignLeaves(pairs) {
-      // One statement per chunk: UPDATE … FROM (VALUES …), 3 parameters per row (SQLite allows 32766).
-      for (let i = 0; i < pairs.length; i += 4000) {
-        const chunk = pairs.slice(i, i + 4000);
-        const values = sql.join(chunk.map((p) => sql`(${p.id}, ${p.leaf}, ${p.hash})`));
-        if (dialect === 'postgres')
-          await sql`UPDATE events SET leaf_index = v.leaf::bigint, leaf_hash = v.hash FROM (VALUES ${values}) AS v(id, leaf, hash) WHERE events.id = v.id::bigint AND events.leaf_index IS NULL`.execute(
-            q,
-          );
-        // SQLite: `+` keeps the planner off the leaf_index index, which holds every unsealed row under NULL: driven
-        // from it, each UPDATE would walk the whole backlog once per VALUES row. From VALUES by primary key it is O(chunk).
-        else
-          await sql`UPDATE events SET leaf_index = v.column2, leaf_hash = v.column3 FROM (VALUES ${values}) AS v WHERE events.id = v.column1 AND +events.leaf_index IS NULL`.execute(
-            q,
-          );
+      // SQLite: one prepared UPDATE per event by primary key, on the same (only) connection inside the caller's
+      // transaction (a joined UPDATE … FROM (VALUES …) is far slower there).
+      const setLeaf = setLeafStatement();
+      if (setLeaf) {
+        for (const p of pairs) setLeaf.run(p.leaf, p.hash, p.id);
+        return;
+      }
+      // PostgreSQL: one statement per chunk, a hash join against the unnested arrays.
+      for (let i = 0; i < pairs.length; i += 5000) {
+        const chunk = pairs.slice(i, i + 5000);
+        await sql`UPDATE events SET leaf_index = v.leaf, leaf_hash = v.hash FROM unnest(${chunk.map((p) => p.id)}::bigint[], ${chunk.map((p) => p.leaf)}::bigint[], ${chunk.map((p) => p.hash)}::text[]) AS v(id, leaf, hash) WHERE events.id = v.id AND events.leaf_index IS NULL`.execute(
+          q,
+        );
       }
     },
     async sealed(fromLeaf, limit) {
@@ -532,7 +544,12 @@ function auditStore(q: Q, dialect: 'sqlite' | 'postgres'): AuditStore {
   };
 }
 
-function bindStores(q: Q, added: (r: RevocationRecord) => void, dialect: 'sqlite' | 'postgres'): Stores {
+function bindStores(
+  q: Q,
+  added: (r: RevocationRecord) => void,
+  dialect: 'sqlite' | 'postgres',
+  raw?: Database.Database,
+): Stores {
   const clients: ClientStore = {
     async get(clientId) {
       const r = await q.selectFrom('clients').selectAll().where('client_id', '=', clientId).executeTakeFirst();
@@ -1049,7 +1066,7 @@ function bindStores(q: Q, added: (r: RevocationRecord) => void, dialect: 'sqlite
     revocations,
     replay,
     events,
-    audit: auditStore(q, dialect),
+    audit: auditStore(q, dialect, raw),
     meta,
     sessions,
     grants,
@@ -1091,7 +1108,7 @@ class SqlStorage implements Storage {
     this.dialect = dialect;
     this.db = db;
     this.sqlite = sqlite;
-    const s = bindStores(db, (r) => this.emitRevocations([r]), dialect);
+    const s = bindStores(db, (r) => this.emitRevocations([r]), dialect, sqlite);
     this.clients = s.clients;
     this.users = s.users;
     this.accountGuard = s.accountGuard;
@@ -1126,7 +1143,7 @@ class SqlStorage implements Storage {
     const added: RevocationRecord[] = [];
     const result = await this.db
       .transaction()
-      .execute((trx) => fn(bindStores(trx, (r) => added.push(r), this.dialect)));
+      .execute((trx) => fn(bindStores(trx, (r) => added.push(r), this.dialect, this.sqlite)));
     // Only now is it committed: a rolled-back revocation is never announced.
     this.emitRevocations(added);
     return result;
