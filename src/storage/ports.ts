@@ -516,6 +516,8 @@ export interface AuditStore {
   /** Sealed events with these leaf indices. */
   byLeaves(leaves: number[]): Promise<AuditEventRow[]>;
   countUnsealed(): Promise<number>;
+  /** Deletes sealed events below this leaf index (retention, after archiving); returns how many. */
+  pruneBelow(leaf: number): Promise<number>;
   addCheckpoint(c: CheckpointRecord): Promise<void>;
   /** Every checkpoint, by tree size. */
   checkpoints(): Promise<CheckpointRecord[]>;
