@@ -80,12 +80,34 @@ export function checkpointBody(c: Checkpoint): string {
   return `${c.origin}\n${c.size}\n${c.root.toString('base64')}\ntime ${c.time}\n`;
 }
 
-/** Signs a checkpoint: the whole signed note text. */
-export function signCheckpoint(c: Checkpoint, name: string, privateKey: KeyObject): string {
-  const body = checkpointBody(c);
+/** Signs any note text (one or more lines, each ending in a newline) as a C2SP signed note. */
+export function signNote(body: string, name: string, privateKey: KeyObject): string {
+  if (!body.endsWith('\n') || body.includes('\n\n')) throw new Error('a note body is lines ending in newlines');
   const raw = rawPublicKey(createPublicKey(privateKey));
   const sig = sign(null, Buffer.from(body), privateKey);
   return `${body}\n${SIG_PREFIX}${name} ${Buffer.concat([keyId(name, raw), sig]).toString('base64')}\n`;
+}
+
+/** Splits a signed note and says whether a signature line by `key` verifies its body. Throws when malformed. */
+export function openNote(note: string, key: ParsedVerifierKey): { body: string; verified: boolean } {
+  const split = note.indexOf('\n\n');
+  if (split < 0 || !note.endsWith('\n')) throw new Error('not a signed note (no blank line before the signatures)');
+  const body = note.slice(0, split + 1);
+  let verified = false;
+  for (const line of note.slice(split + 2, -1).split('\n')) {
+    if (!line.startsWith(SIG_PREFIX)) throw new Error('malformed signature line');
+    const sp = line.lastIndexOf(' ');
+    const name = line.slice(SIG_PREFIX.length, sp);
+    const blob = Buffer.from(line.slice(sp + 1), 'base64');
+    if (name !== key.name || blob.length !== 68 || !blob.subarray(0, 4).equals(key.id)) continue;
+    if (verify(null, Buffer.from(body), key.key, blob.subarray(4))) verified = true;
+  }
+  return { body, verified };
+}
+
+/** Signs a checkpoint: the whole signed note text. */
+export function signCheckpoint(c: Checkpoint, name: string, privateKey: KeyObject): string {
+  return signNote(checkpointBody(c), name, privateKey);
 }
 
 export interface OpenedNote {

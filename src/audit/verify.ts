@@ -26,6 +26,7 @@ export type ProblemKind =
   | 'checkpoint_row'
   | 'checkpoint_root'
   | 'checkpoint_beyond_tree'
+  | 'pruned_frontier'
   | 'external_root'
   | 'external_beyond_tree'
   | 'external_inconsistent'
@@ -59,6 +60,12 @@ export interface VerifyInput {
   keys: ParsedVerifierKey[];
   /** The log's origin (checkpoint line 1). */
   origin: string;
+  /**
+   * Where the stored leaves start after retention pruned the oldest (meta audit_pruned): the tree's frontier at that
+   * size. Its root must equal the signed checkpoint at that size; checkpoints below it are checked for their
+   * signatures only (their leaves are in the archived segments: `portcullis audit verify-segment`).
+   */
+  start?: Frontier;
   /** The sealer's stored frontier (meta audit_frontier), when verifying the database. */
   frontier?: Frontier;
   /** Re-read after the scan (the sealer may have extended the tree meanwhile). */
@@ -161,6 +168,9 @@ export async function verifyAuditLog(input: VerifyInput): Promise<VerifyReport> 
   }
   dbCps.sort((a, b) => a.size - b.size);
   const latest = dbCps.at(-1);
+  // Retention: the stored leaves start at `pruned` (the older ones are in archived segments).
+  const start = input.start && input.start.size > 0 ? input.start : undefined;
+  const pruned = start?.size ?? 0;
 
   // 2. External copies (sinks): same checks of the note; the root is compared below.
   const extCps: Array<OpenCp & { source: string }> = [];
@@ -194,18 +204,34 @@ export async function verifyAuditLog(input: VerifyInput): Promise<VerifyReport> 
   for (const c of extCps) extAt.set(c.size, [...(extAt.get(c.size) ?? []), c]);
   const frontierSize = input.frontier?.size;
   const beyond: Array<[leaf: number, id: number]> = []; // rows past the frontier read at the start
-  let rootAtFrontier: Buffer | undefined = frontierSize === 0 ? tree0Root() : undefined;
+  let rootAtFrontier: Buffer | undefined =
+    frontierSize === 0
+      ? tree0Root()
+      : input.start && frontierSize === input.start.size
+        ? input.start.root()
+        : undefined;
   const anchor = latest
     ? extCps.filter((c) => c.ok && c.size > 0 && c.size <= latest.size).sort((a, b) => b.size - a.size)[0]
     : undefined;
-  const proofHasher = anchor && latest ? new RangeHasher(consistencyRanges(anchor.size, latest.size)) : undefined;
+  // (The proof needs subtree hashes from leaf 0: not available once the oldest leaves are pruned.)
+  const proofHasher =
+    anchor && latest && pruned === 0 ? new RangeHasher(consistencyRanges(anchor.size, latest.size)) : undefined;
 
-  // 3. Stream the leaves.
-  const tree = new Frontier();
-  let expected = 0;
+  // 3. Stream the leaves (from the pruned point, if retention pruned the oldest).
+  const tree = start ? start.clone() : new Frontier();
+  let expected = pruned;
   let prev: AuditEventRow | undefined;
-  let lastGood = 0; // size of the last database checkpoint whose root matched
-  let prevCp: OpenCp | undefined; // the checkpoint before the current leaf (for the sealed-late rule)
+  let lastGood = pruned; // size of the last database checkpoint whose root matched
+  let prevCp: OpenCp | undefined = start ? dbAt.get(pruned) : undefined; // the checkpoint before the current leaf
+  if (start) {
+    const at = dbAt.get(pruned);
+    if (!at?.ok || !at.root.equals(start.root()))
+      problems.push({
+        kind: 'pruned_frontier',
+        checkpoint: pruned,
+        message: `the retained log starts at leaf ${pruned} (older leaves archived and pruned), but the stored frontier there does not match a valid signed checkpoint at ${pruned}: the pruning record was altered`,
+      });
+  }
   let inversion: string | undefined; // first id-order inversion since lastGood (a hint for reordering)
   let entries = 0;
   const check = input.checkLeafHashes;

@@ -4,6 +4,7 @@ import { type Command, Option } from 'commander';
 import { Frontier } from '../audit/merkle.ts';
 import { type ParsedVerifierKey, parseVerifierKey } from '../audit/note.ts';
 import { ProofError, proveConsistency, proveInclusion } from '../audit/proofs.ts';
+import { prunedState } from '../audit/retention.ts';
 import { auditOrigin, keyRecordVerifier } from '../audit/sealer.ts';
 import { type ExternalCheckpoint, type VerifyReport, verifyAuditLog } from '../audit/verify.ts';
 import type { AuditEventRow, Storage } from '../storage/ports.ts';
@@ -212,6 +213,7 @@ export function registerVerifyCommands(audit: Command): void {
               external,
               keys,
               origin: auditOrigin(config),
+              start: fromDb ? await prunedState(storage) : undefined,
               frontier: fromDb ? await readFrontier() : undefined,
               frontierAfter: readFrontier,
               unsealed: fromDb ? unsealedRows(storage) : undefined,

@@ -51,6 +51,8 @@ export const EVENT_TYPES = [
   'key.retired',
   'key.revoked',
   'audit_key.created',
+  'audit.archived',
+  'audit.pruned',
   'revocation.feed_lost',
   'revocation.feed_restored',
   'gateway.denied',

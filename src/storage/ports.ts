@@ -533,6 +533,8 @@ export interface AuditStore {
   eventRow(id: number): Promise<AuditEventRow | undefined>;
   /** Unsealed events, oldest id first, after the given id. */
   unsealedAfter(afterId: number, limit: number): Promise<AuditEventRow[]>;
+  /** Deletes sealed events below this leaf index (retention, after archiving); returns how many. */
+  pruneBelow(leaf: number): Promise<number>;
   addCheckpoint(c: CheckpointRecord): Promise<void>;
   /** Every checkpoint, by tree size. */
   checkpoints(): Promise<CheckpointRecord[]>;

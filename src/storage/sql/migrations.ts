@@ -525,5 +525,35 @@ export function migrations(dialect: 'sqlite' | 'postgres'): Record<string, Migra
         }
       },
     },
+    '0013_audit_retention': {
+      // Issue 6 retention: archived events may be deleted below the watermark meta.audit_pruned_below (set by
+      // `portcullis audit archive --prune` together with the frontier it resumes from); nothing else may delete.
+      async up(db: Kysely<unknown>) {
+        await sql`INSERT INTO meta (key, value) VALUES ('audit_pruned_below', '0')`.execute(db);
+        if (dialect === 'sqlite') {
+          await sql`DROP TRIGGER events_no_delete`.execute(db);
+          await sql`CREATE TRIGGER events_no_delete BEFORE DELETE ON events
+            WHEN OLD.leaf_index IS NULL
+              OR OLD.leaf_index >= (SELECT CAST(value AS INTEGER) FROM meta WHERE key = 'audit_pruned_below')
+            BEGIN SELECT RAISE(ABORT, 'events are append-only'); END`.execute(db);
+        } else {
+          await sql`CREATE FUNCTION portcullis_events_prunable() RETURNS trigger LANGUAGE plpgsql AS $$
+            BEGIN
+              IF OLD.leaf_index IS NOT NULL AND OLD.leaf_index <
+                   (SELECT value::bigint FROM meta WHERE key = 'audit_pruned_below') THEN
+                RETURN OLD;
+              END IF;
+              RAISE EXCEPTION 'events are append-only';
+            END $$`.execute(db);
+          await sql`DROP TRIGGER events_append_only ON events`.execute(db);
+          await sql`CREATE TRIGGER events_append_only BEFORE UPDATE ON events FOR EACH ROW EXECUTE FUNCTION portcullis_events_append_only()`.execute(
+            db,
+          );
+          await sql`CREATE TRIGGER events_prune_only BEFORE DELETE ON events FOR EACH ROW EXECUTE FUNCTION portcullis_events_prunable()`.execute(
+            db,
+          );
+        }
+      },
+    },
   };
 }

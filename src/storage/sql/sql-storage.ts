@@ -518,6 +518,10 @@ function auditStore(q: Q, dialect: 'sqlite' | 'postgres', raw: Database.Database
         .executeTakeFirstOrThrow();
       return num(r.n);
     },
+    async pruneBelow(leaf) {
+      const r = await q.deleteFrom('events').where('leaf_index', '<', leaf).executeTakeFirst();
+      return Number(r.numDeletedRows);
+    },
     async addCheckpoint(c: CheckpointRecord) {
       await q.insertInto('audit_checkpoints').values(c).execute();
     },
