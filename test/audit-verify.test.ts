@@ -85,6 +85,7 @@ async function dropTriggers(kind: Kind, q: Q): Promise<void> {
         ].map((t) => `DROP TRIGGER IF EXISTS ${t}`)
       : [
           'DROP TRIGGER IF EXISTS events_append_only ON events',
+          'DROP TRIGGER IF EXISTS events_prune_only ON events',
           'DROP TRIGGER IF EXISTS audit_checkpoints_append_only ON audit_checkpoints',
         ];
   for (const s of stmts) await q(s);

@@ -17,7 +17,7 @@ import {
 } from './note.ts';
 
 /** Events sealed per transaction; a round runs as many as it takes to empty the backlog. */
-const CHUNK = 5000;
+const CHUNK = 2000;
 
 /** The log's origin (checkpoint line 1 and the audit key's name): audit.origin, else the issuer's host/path + /audit. */
 export function auditOrigin(config: Pick<Config, 'issuer' | 'audit'>): string {
@@ -116,6 +116,9 @@ export class Sealer {
     this.log = log;
   }
 
+  /** While sealing a backlog, a checkpoint is signed at least this often (start() sets it to its interval). */
+  checkpointIntervalMs = 1000;
+
   get verifierKey(): string {
     return verifierKey(this.key.record.name, Buffer.from(this.key.record.public_key, 'base64'));
   }
@@ -129,7 +132,12 @@ export class Sealer {
   async sealOnce(): Promise<SealResult> {
     let sealed = 0;
     let checkpoint: CheckpointRecord | undefined;
-    for (;;) {
+    let signedAt = performance.now();
+    for (let chunk = 0; ; chunk++) {
+      // Between chunks, let requests run (the sealer shares the main thread with them).
+      if (chunk > 0) await new Promise((resolve) => setImmediate(resolve));
+      // While working through a backlog, still sign a checkpoint every interval (at most one per interval).
+      const due = performance.now() - signedAt >= this.checkpointIntervalMs;
       const r = await this.storage.withTransaction(async (tx) => {
         if (!(await tx.audit.lockSealer(false))) return { leader: false as const };
         const text = await tx.meta.get('audit_frontier');
@@ -148,7 +156,7 @@ export class Sealer {
         }
         let cp: CheckpointRecord | undefined;
         const last = rows.length < CHUNK;
-        if (last && (sealed + rows.length > 0 || (await tx.audit.latestCheckpoint()) === undefined)) {
+        if ((last || due) && (sealed + rows.length > 0 || (await tx.audit.latestCheckpoint()) === undefined)) {
           const latest = await tx.audit.latestCheckpoint();
           if (!latest || latest.tree_size < frontier.size) cp = await this.sign(frontier, tx.audit);
         }
@@ -158,6 +166,7 @@ export class Sealer {
       sealed += r.n;
       if (r.cp) {
         checkpoint = r.cp;
+        signedAt = performance.now();
         for (const l of this.listeners) {
           try {
             l(r.cp);
@@ -191,6 +200,7 @@ export class Sealer {
 
   /** Seals every intervalMs until stop(). */
   start(intervalMs: number): void {
+    this.checkpointIntervalMs = intervalMs;
     const tick = () => {
       if (this.stopped) return;
       this.running = this.sealOnce()
