@@ -159,15 +159,11 @@ class SyslogTransport implements ExportTransport {
         s.on('error', () => {
           this.broken = true;
         });
-        // The receiver closing its side means later writes may vanish: reconnect before the next batch.
-        s.on('end', () => {
-          this.broken = true;
-          s.destroy();
-        });
+        // The receiver closing its side ends ours too (allowHalfOpen is off): the next batch reconnects.
         s.on('close', () => {
           this.broken = true;
         });
-        s.resume(); // a receiver sends nothing; reading keeps 'end' observable
+        s.resume(); // a receiver sends nothing; reading keeps its FIN (and so 'close') observable
         resolve(s);
       });
     });
