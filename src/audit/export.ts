@@ -104,6 +104,7 @@ export class Exporter {
   private readonly log: Logger | undefined;
   private readonly ctx: OcsfContext;
   private readonly sinks: SinkState[];
+  private readonly cache = new Map<string, ExportRecord[]>();
   private timer: NodeJS.Timeout | undefined;
   /** stop() has begun: no new rounds start (its own final round aside). */
   private closing = false;
@@ -173,12 +174,11 @@ export class Exporter {
   private async round(s: SinkState): Promise<number> {
     const send = async (tx: Pick<Storage, 'audit' | 'auditExport'>): Promise<number> => {
       const cursor = await tx.auditExport.cursor(s.cfg.name);
-      const rows = await tx.audit.sealed(cursor + 1, s.cfg.batch_size);
-      if (rows.length === 0) return 0;
-      const records = rows.map((r) => toRecord(r, s.cfg.format, this.ctx));
+      const records = await this.batch(tx, cursor + 1, s.cfg);
+      if (records.length === 0) return 0;
       await s.transport.send(records);
-      await tx.auditExport.advance(s.cfg.name, rows.at(-1)!.leaf_index!, this.clock.nowMs());
-      return rows.length;
+      await tx.auditExport.advance(s.cfg.name, records.at(-1)!.leaf, this.clock.nowMs());
+      return records.length;
     };
     // SQLite is one node; a transaction held across the network send would block every writer, so none is used.
     if (this.storage.dialect === 'sqlite') return send(this.storage);
@@ -186,6 +186,23 @@ export class Exporter {
       if (!(await tx.auditExport.lockExport(s.cfg.name))) return 0;
       return send(tx);
     });
+  }
+
+  /**
+   * The records from leaf `from` on. Sinks usually move in step, so a batch read and mapped for one is kept for the
+   * next: sealed rows never change, so a cached batch stays a correct (if possibly shorter) batch from that leaf.
+   */
+  private async batch(tx: Pick<Storage, 'audit'>, from: number, cfg: SinkConfig): Promise<ExportRecord[]> {
+    const key = `${cfg.format}:${cfg.batch_size}:${from}`;
+    const hit = this.cache.get(key);
+    if (hit) return hit;
+    const rows = await tx.audit.sealed(from, cfg.batch_size);
+    const records = rows.map((r) => toRecord(r, cfg.format, this.ctx));
+    if (records.length) {
+      this.cache.set(key, records);
+      if (this.cache.size > 8) this.cache.delete(this.cache.keys().next().value as string);
+    }
+    return records;
   }
 
   async status(): Promise<ExporterStatus[]> {
