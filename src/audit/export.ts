@@ -88,13 +88,6 @@ interface SinkState {
   lastError: string | undefined;
 }
 
-export interface ExporterStatus {
-  name: string;
-  cursor: number;
-  failures: number;
-  last_error: string | null;
-}
-
 /** The first retry waits this long; each further failure doubles it, up to the sink's retry_max. */
 const FIRST_RETRY_MS = 250;
 
@@ -203,17 +196,6 @@ export class Exporter {
       if (this.cache.size > 8) this.cache.delete(this.cache.keys().next().value as string);
     }
     return records;
-  }
-
-  async status(): Promise<ExporterStatus[]> {
-    return Promise.all(
-      this.sinks.map(async (s) => ({
-        name: s.cfg.name,
-        cursor: await this.storage.auditExport.cursor(s.cfg.name),
-        failures: s.failures,
-        last_error: s.lastError ?? null,
-      })),
-    );
   }
 
   /** Stops the loop; one last round per sink (best effort) sends what the final seal added; closes transports. */
