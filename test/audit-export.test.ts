@@ -41,7 +41,11 @@ async function until<T>(what: string, f: () => Promise<T | undefined> | T | unde
 /** A reader's view: the first record of each leaf index, in arrival order (later copies are duplicates). */
 function dedupe(leaves: number[]): number[] {
   const seen = new Set<number>();
-  return leaves.filter((l) => (seen.has(l) ? false : (seen.add(l), true)));
+  return leaves.filter((l) => {
+    if (seen.has(l)) return false;
+    seen.add(l);
+    return true;
+  });
 }
 
 const range = (n: number) => Array.from({ length: n }, (_, i) => i);
