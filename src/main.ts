@@ -2,6 +2,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import pino, { type Logger } from 'pino';
+import { Exporter, productVersion } from './audit/export.ts';
 import { auditOrigin, ensureAuditKey, Sealer } from './audit/sealer.ts';
 import { CheckpointSinks } from './audit/sinks.ts';
 import { runCli } from './cli/index.ts';
@@ -208,6 +209,7 @@ export async function startServer(config: Config, opts: { demo: boolean; log?: L
   for (const c of await keys.tick()) log.info({ change: c }, 'key schedule');
   const sinks = new CheckpointSinks(config.audit.checkpoint_sinks, auditOrigin(config), log);
   const sealer = config.audit.seal ? await openSealer(config, storage, kek, clock, log, sinks) : undefined;
+  const exporter = openExporter(config, storage, clock, log, sealer);
   const revocations = new RevocationSet(storage.revocations);
   revocations.maxFeedLagMs = config.revocation.max_feed_lag * 1000;
   revocations.pollWhenDown = config.revocation.poll_interval > 0;
@@ -394,6 +396,7 @@ export async function startServer(config: Config, opts: { demo: boolean; log?: L
         await limiter.close();
         await storage.events.append({ type: 'server.stopped', at: clock.nowMs(), actor: 'shutdown', data: {} });
         await sealer?.stop(); // seals everything committed, server.stopped included
+        await exporter?.stop(); // one last round sends what that seal added (best effort)
         await sinks.flush(3000); // the final checkpoint reaches the webhooks if they answer
         sinks.close();
         await storage.close();
@@ -401,6 +404,28 @@ export async function startServer(config: Config, opts: { demo: boolean; log?: L
       return closing;
     },
   };
+}
+
+/** SIEM export (src/audit/export.ts): a round every audit.export_interval and right after each checkpoint. */
+function openExporter(
+  config: Config,
+  storage: Storage,
+  clock: Clock,
+  log: Logger,
+  sealer: Sealer | undefined,
+): Exporter | undefined {
+  if (config.audit.export_sinks.length === 0) return undefined;
+  const exporter = new Exporter(
+    storage,
+    clock,
+    config.audit.export_sinks,
+    { productVersion: productVersion(), origin: auditOrigin(config) },
+    log,
+  );
+  sealer?.onCheckpoint(() => exporter.kick());
+  exporter.start(config.audit.export_interval * 1000);
+  log.info({ sinks: config.audit.export_sinks.map((s) => `${s.name} (${s.type})`) }, 'audit export');
+  return exporter;
 }
 
 /** The audit sealer (src/audit/sealer.ts): seals committed events and signs a checkpoint every interval. */

@@ -148,6 +148,35 @@ describe('invalid configurations are refused', () => {
     ],
     ['bad signing algorithm', (c) => Object.assign(c, { keys: { algorithm: 'HS256' } }), 'keys.algorithm'],
     [
+      'webhook export sink without a url',
+      (c) => Object.assign(c, { audit: { export_sinks: [{ name: 'siem', type: 'webhook' }] } }),
+      'audit.export_sinks[0].url',
+      /required for a webhook sink/,
+    ],
+    [
+      'syslog export sink with a file path',
+      (c) =>
+        Object.assign(c, {
+          audit: { export_sinks: [{ name: 's', type: 'syslog', host: 'h', port: 514, path: '/tmp/x' }] },
+        }),
+      'audit.export_sinks[0].path',
+      /does not apply to a syslog sink/,
+    ],
+    [
+      'two export sinks with one name',
+      (c) =>
+        Object.assign(c, {
+          audit: {
+            export_sinks: [
+              { name: 'a', type: 'file', path: '/tmp/a' },
+              { name: 'a', type: 'file', path: '/tmp/b' },
+            ],
+          },
+        }),
+      'audit.export_sinks[1].name',
+      /used twice/,
+    ],
+    [
       'client scope not defined by any resource',
       (c) => Object.assign((c.clients as ConfigObject[])[0]!, { scope: 'orders:read admin:all' }),
       'clients[0].scope',

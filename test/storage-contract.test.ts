@@ -897,6 +897,74 @@ describe.each(backends)('storage contract: %s', (name, make, available) => {
       expect(await s.mfa.getCredential('c-rb')).toBeUndefined();
     });
 
+    it('audit export: events by correlation column (with types), by type since, cursors only move forward', async () => {
+      const ip = `198.51.100.${Math.floor(Math.random() * 250)}`;
+      const sid = randomUUID();
+      await s.events.appendMany([
+        event('login.succeeded', { ip, session_id: sid }),
+        event('token.revoked', { ip, session_id: null, at: T0 + 5 }),
+        event('token.issued', { ip: '203.0.113.9', session_id: sid }),
+      ]);
+      const byIp = await s.auditExport.eventsBy('ip', ip, 10);
+      expect(byIp.map((e) => e.type)).toEqual(['login.succeeded', 'token.revoked']);
+      expect(byIp[0]).toMatchObject({ ip, session_id: sid, leaf_index: null });
+      expect(typeof byIp[0]!.data).toBe('string');
+      expect((await s.auditExport.eventsBy('session_id', sid, 10)).map((e) => e.type)).toEqual([
+        'login.succeeded',
+        'token.issued',
+      ]);
+      expect((await s.auditExport.eventsBy('ip', ip, 10, ['token.revoked'])).map((e) => e.type)).toEqual([
+        'token.revoked',
+      ]);
+      expect(await s.auditExport.eventsBy('ip', ip, 10, [])).toEqual([]);
+      expect((await s.auditExport.eventsBy('ip', ip, 1)).length).toBe(1);
+      const since = await s.auditExport.eventsOfType(['token.revoked'], T0 + 5, 1000);
+      expect(since.every((e) => e.type === 'token.revoked' && e.at >= T0 + 5)).toBe(true);
+      expect(since.some((e) => e.ip === ip)).toBe(true);
+
+      const sink = `sink-${randomUUID()}`;
+      expect(await s.auditExport.cursor(sink)).toBe(-1);
+      await s.auditExport.advance(sink, 41, T0);
+      expect(await s.auditExport.cursor(sink)).toBe(41);
+      await s.auditExport.advance(sink, 7, T0); // a late, stale commit never moves it back
+      expect(await s.auditExport.cursor(sink)).toBe(41);
+      await s.auditExport.advance(sink, 3_000_000_000, T0);
+      expect(await s.auditExport.cursor(sink)).toBe(3_000_000_000);
+    });
+
+    it('audit export: one holder of a sink lock at a time (PostgreSQL: across pools; SQLite: one node)', async () => {
+      if (name !== 'postgres') {
+        expect(await s.withTransaction((tx) => tx.auditExport.lockExport('x'))).toBe(true);
+        return;
+      }
+      const other = openStorage(backend.url);
+      try {
+        let release!: () => void;
+        const held = new Promise<void>((r) => {
+          release = r;
+        });
+        let locked!: () => void;
+        const gotIt = new Promise<void>((r) => {
+          locked = r;
+        });
+        const first = s.withTransaction(async (tx) => {
+          expect(await tx.auditExport.lockExport('siem')).toBe(true);
+          locked();
+          await held;
+        });
+        await gotIt;
+        expect(await other.withTransaction((tx) => tx.auditExport.lockExport('siem'))).toBe(false);
+        expect(await other.withTransaction((tx) => tx.auditExport.lockExport('another-sink'))).toBe(true);
+        // The sealer's lock is a different one.
+        expect(await other.withTransaction((tx) => tx.audit.lockSealer(false))).toBe(true);
+        release();
+        await first;
+        expect(await other.withTransaction((tx) => tx.auditExport.lockExport('siem'))).toBe(true);
+      } finally {
+        await other.close();
+      }
+    });
+
     it('meta: get/set overwrite', async () => {
       expect(await s.meta.get('missing')).toBeUndefined();
       await s.meta.set('k', 'v1');

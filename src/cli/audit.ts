@@ -1,8 +1,19 @@
-import type { Command } from 'commander';
+import { open as openFile } from 'node:fs/promises';
+import { type Command, Option } from 'commander';
+import { type ExportFormat, productVersion, toRecord } from '../audit/export.ts';
 import { parseVerifierKey } from '../audit/note.ts';
 import { archiveSegment, checkpointBefore, verifySegmentFile } from '../audit/retention.ts';
 import { auditOrigin, ensureAuditKey, keyRecordVerifier, Sealer } from '../audit/sealer.ts';
 import { CheckpointSinks } from '../audit/sinks.ts';
+import {
+  buildTimeline,
+  formatTimeline,
+  selectorProblem,
+  TIMELINE_DEFAULT_LIMIT,
+  TIMELINE_MAX_LIMIT,
+  TIMELINE_SELECTORS,
+  type TimelineSelectorKind,
+} from '../audit/timeline.ts';
 import { loadKek } from '../keys/kek.ts';
 import { systemClock } from '../lib/clock.ts';
 import { parseDuration } from '../lib/duration.ts';
@@ -109,6 +120,46 @@ export function registerAuditCommands(program: Command): void {
       }
     });
   audit
+    .command('export')
+    .description('write the sealed events, in leaf order, as OCSF records or raw entries (JSON lines)')
+    .addOption(configOpt())
+    .addOption(
+      new Option('--format <format>', 'ocsf (OCSF 1.2.0 records) or entries (for audit verify --from-export)')
+        .choices(['ocsf', 'entries'])
+        .default('ocsf'),
+    )
+    .option('--after <leaf>', 'only events after this leaf index (a reader resuming from its last leaf)')
+    .option('--out <file>', 'write to this file (created 0600, replaced) instead of standard output')
+    .action(async (o: { config?: string; format: ExportFormat; after?: string; out?: string }) => {
+      try {
+        if (o.after !== undefined && !/^(-1|\d{1,15})$/.test(o.after))
+          throw new Error('--after must be a leaf index (an integer >= -1)');
+        await withStorage(o.config, async ({ config, storage }) => {
+          const ctx = { productVersion: productVersion(), origin: auditOrigin(config) };
+          const out = o.out ? await openFile(o.out, 'w', 0o600) : undefined;
+          let next = o.after === undefined ? 0 : Number(o.after) + 1;
+          let n = 0;
+          try {
+            for (;;) {
+              const rows = await storage.audit.sealed(next, 5000);
+              if (rows.length === 0) break;
+              const text = `${rows.map((r) => toRecord(r, o.format, ctx).json).join('\n')}\n`;
+              if (out) await out.write(text);
+              else if (!process.stdout.write(text)) await new Promise((r) => process.stdout.once('drain', r));
+              n += rows.length;
+              next = rows.at(-1)!.leaf_index! + 1;
+            }
+            await out?.sync();
+          } finally {
+            await out?.close();
+          }
+          if (o.out) process.stderr.write(`exported ${n} sealed event(s) to ${o.out}\n`);
+        });
+      } catch (e) {
+        fail(e);
+      }
+    });
+  audit
     .command('verify-segment <files...>')
     .description('verify archived segment files on their own with the audit verifier key (no database needed)')
     .addOption(configOpt().hideHelp())
@@ -130,4 +181,46 @@ export function registerAuditCommands(program: Command): void {
         fail(e);
       }
     });
+  audit
+    .command('timeline')
+    .description(
+      "a token's, grant's, client's, subject's or address's story in order: issued, refreshed, used, revoked, alerts",
+    )
+    .addOption(configOpt())
+    .option('--grant <id>', 'a grant id')
+    .option('--jti <jti>', "an access token's jti (its grant's events are included)")
+    .option('--client <id>', 'a client id')
+    .option('--subject <sub>', 'a subject (user id, or client id for client_credentials)')
+    .option('--ip <address>', 'a client IP address')
+    .option(
+      '--limit <n>',
+      `at most this many events (default ${TIMELINE_DEFAULT_LIMIT}, at most ${TIMELINE_MAX_LIMIT})`,
+    )
+    .option('--json', 'print JSON instead of text')
+    .action(
+      async (
+        o: Partial<Record<TimelineSelectorKind, string>> & { config?: string; limit?: string; json?: boolean },
+      ) => {
+        try {
+          const given = TIMELINE_SELECTORS.filter((k) => o[k] !== undefined);
+          if (given.length !== 1)
+            throw new Error(`give exactly one of ${TIMELINE_SELECTORS.map((k) => `--${k}`).join(', ')}`);
+          const by = given[0]!;
+          const problem = selectorProblem(by, o[by]);
+          if (problem) throw new Error(problem);
+          let limit = TIMELINE_DEFAULT_LIMIT;
+          if (o.limit !== undefined) {
+            limit = Number(o.limit);
+            if (!Number.isInteger(limit) || limit < 1 || limit > TIMELINE_MAX_LIMIT)
+              throw new Error(`--limit must be an integer from 1 to ${TIMELINE_MAX_LIMIT}`);
+          }
+          await withStorage(o.config, async ({ storage }) => {
+            const t = await buildTimeline(storage.auditExport, { by, value: o[by]! }, limit);
+            process.stdout.write(o.json ? `${JSON.stringify(t, null, 2)}\n` : formatTimeline(t));
+          });
+        } catch (e) {
+          fail(e);
+        }
+      },
+    );
 }

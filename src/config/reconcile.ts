@@ -140,6 +140,7 @@ export async function reconcileConfig(
             type: 'session.ended',
             at: now,
             subject: u.id,
+            session_id: sid,
             actor: 'config',
             data: { sid, reason: 'user_disabled' },
           });

@@ -318,6 +318,86 @@ export const gatewaySchema = z.strictObject({
     .describe('Longest wait to connect to an upstream (504 after it).'),
 });
 
+/** One SIEM export sink (src/audit/export.ts). Fields that belong to another type are refused. */
+const exportSinkSchema = z
+  .strictObject({
+    name: z
+      .string()
+      .regex(/^[A-Za-z0-9_.-]{1,64}$/, 'must be 1-64 letters, digits, dot, dash or underscore')
+      .describe('Names the sink and its cursor (renaming a sink starts it again from the first sealed event).'),
+    type: z
+      .enum(['file', 'webhook', 'syslog'])
+      .describe('file: JSON lines; webhook: HTTP POST; syslog: RFC 5424 over TCP.'),
+    format: z
+      .enum(['ocsf', 'entries'])
+      .default('ocsf')
+      .describe('ocsf: OCSF 1.2.0 records; entries: the raw sealed entries (`audit verify --from-export` reads them).'),
+    path: z.string().min(1).optional().describe('file: the file to append to (created 0600).'),
+    url: z
+      .string()
+      .regex(/^https?:\/\//, 'must be an http(s) URL')
+      .optional()
+      .describe('webhook: the URL batches are POSTed to; any 2xx acknowledges the batch.'),
+    headers: z
+      .record(z.string(), z.string())
+      .default({})
+      .describe('webhook: extra request headers (e.g. authorization: ${env:SIEM_TOKEN}).'),
+    body: z
+      .enum(['jsonl', 'json_array'])
+      .default('jsonl')
+      .describe('webhook: JSON lines (application/x-ndjson) or one JSON array (application/json) per batch.'),
+    host: z.string().min(1).optional().describe('syslog: the receiver host.'),
+    port: z.number().int().min(1).max(65535).optional().describe('syslog: the receiver TCP port.'),
+    tls: z
+      .strictObject({
+        ca: z
+          .string()
+          .optional()
+          .describe('PEM CA certificate(s) to trust (use ${file:PATH}); default: the system CAs.'),
+        cert: z.string().optional().describe('PEM client certificate, for receivers that want mutual TLS.'),
+        key: z.string().optional().describe('PEM private key of the client certificate.'),
+        servername: z.string().optional().describe('Name to check the certificate against (default: host).'),
+        reject_unauthorized: z
+          .boolean()
+          .default(true)
+          .describe('false accepts any certificate (testing only: anyone on the path could read the log).'),
+      })
+      .optional()
+      .describe('syslog: connect with TLS (node:tls, at least TLS 1.2).'),
+    facility: z.number().int().min(0).max(23).default(13).describe('syslog: RFC 5424 facility (13: log audit).'),
+    app_name: z.string().min(1).max(48).default('portcullis').describe('syslog: APP-NAME.'),
+    batch_size: z.number().int().min(1).max(5000).default(500).describe('Events per batch (one POST, one write).'),
+    timeout: duration('10s')
+      .refine((v) => v >= 1 && v <= 300, { message: 'must be between 1s and 5m' })
+      .describe('How long a send (or syslog connect) may take before it counts as failed.'),
+    retry_max: duration('60s')
+      .refine((v) => v >= 1 && v <= 3600, { message: 'must be between 1s and 1h' })
+      .describe('Longest wait between retries while the sink is down (the wait doubles from 0.25s up to this).'),
+  })
+  .superRefine((sk, ctx) => {
+    const need = (key: 'path' | 'url' | 'host' | 'port') => {
+      if (sk[key] === undefined)
+        ctx.addIssue({ code: 'custom', path: [key], message: `is required for a ${sk.type} sink` });
+    };
+    const refuse = (key: 'path' | 'url' | 'host' | 'port' | 'tls') => {
+      if (sk[key] !== undefined)
+        ctx.addIssue({ code: 'custom', path: [key], message: `does not apply to a ${sk.type} sink` });
+    };
+    if (sk.type === 'file') {
+      need('path');
+      for (const k of ['url', 'host', 'port', 'tls'] as const) refuse(k);
+    } else if (sk.type === 'webhook') {
+      need('url');
+      for (const k of ['path', 'host', 'port', 'tls'] as const) refuse(k);
+    } else {
+      need('host');
+      need('port');
+      for (const k of ['path', 'url'] as const) refuse(k);
+    }
+    if (sk.tls && (sk.tls.cert === undefined) !== (sk.tls.key === undefined))
+      ctx.addIssue({ code: 'custom', path: ['tls'], message: 'cert and key go together' });
+  });
+
 export const configSchema = z.strictObject({
   issuer: z
     .url()
@@ -654,6 +734,26 @@ export const configSchema = z.strictObject({
         .default([])
         .describe(
           'Copies of every signed checkpoint outside the database, so rewriting the events and their checkpoints together is still caught (`audit verify --checkpoints FILE`). A failing sink never blocks sealing: it is logged and counted (portcullis_audit_sink_failures_total).',
+        ),
+      export_interval: duration('1s')
+        .refine((v) => v >= 1 && v <= 3600, { message: 'must be between 1s and 1h' })
+        .describe(
+          'How often each export sink is sent the events sealed since its cursor (also right after each checkpoint this node signs).',
+        ),
+      export_sinks: z
+        .array(exportSinkSchema)
+        .max(20)
+        .default([])
+        .superRefine((sinks, ctx) => {
+          const seen = new Set<string>();
+          sinks.forEach((sk, i) => {
+            if (seen.has(sk.name))
+              ctx.addIssue({ code: 'custom', path: [i, 'name'], message: `${sk.name} is used twice` });
+            seen.add(sk.name);
+          });
+        })
+        .describe(
+          'SIEM export (docs/audit.md, Export): every sealed event, in leaf order, to each sink, resumable by a per-sink cursor.',
         ),
     })
     .prefault({}),

@@ -66,6 +66,7 @@ export async function startGateway(ctx: OAuthContext, g: GatewayConfig): Promise
       type: 'gateway.denied',
       at: ctx.clock.nowMs(),
       request_id: requestId,
+      ip,
       client_id: t?.clientId ?? null,
       subject: t?.sub ?? null,
       jti: t?.jti ?? null,

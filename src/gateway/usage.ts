@@ -61,6 +61,8 @@ export class UsageRecorder {
           subject: e.token.sub,
           jti: e.token.jti,
           grant_id: e.token.grantId ?? null,
+          // The column holds the first address seen (so --ip timelines find it); data.ips lists them all.
+          ip: e.ips[0] ?? null,
           data: {
             route: e.route,
             resource: e.resource,

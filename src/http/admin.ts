@@ -4,6 +4,7 @@ import { InsufficientScope, InvalidToken, OAuthError } from '../errors/oauth-err
 import type { OAuthContext } from '../oauth/context.ts';
 import { isRevoked, type VerifiedAccessToken, verifyOwnAccessToken } from '../oauth/tokens/access-token.ts';
 import { registerAuditProofRoutes } from './admin-audit-proofs.ts';
+import { registerAdminTimeline } from './admin-audit-timeline.ts';
 
 /** Scopes of the admin API (they must be scopes of the resource named by admin.resource to be grantable). */
 export type AdminScope = 'audit:read';
@@ -53,6 +54,7 @@ export function sendAdmin(reply: FastifyReply, body: unknown): FastifyReply {
  * requireAdmin as their guard. Reference: docs/admin-api.md.
  */
 export function registerAdminApi(app: FastifyInstance, ctx: OAuthContext): void {
+  registerAdminTimeline(app, ctx);
   // The newest signed checkpoint and the keys that verify it: what an auditor pins and compares with the sinks.
   app.get('/admin/audit/checkpoint', async (req, reply) => {
     await requireAdmin(ctx, req, 'audit:read');

@@ -142,7 +142,7 @@ export function registerMfaPages(
       if (!returnTo) return h.showError(reply, 400, 'invalid_request', 'return_to must be a path on this server');
       // Per-IP and global limits (throttle.mfa_*) on top of the per-account failure lock: guessing across many
       // accounts from one address is stopped too. A refused attempt is not checked and does not count.
-      const limited = await limitRequest(ctx, 'mfa', meta(req));
+      const limited = await limitRequest(ctx, 'mfa', meta(req, s));
       if (limited) {
         reply.header('retry-after', String(limited.retryAfter));
         return renderMfa(reply, s, returnTo, 2, 429, lockedText(limited.retryAfter));
@@ -161,9 +161,11 @@ export function registerMfaPages(
             : 'That code is not right. Check it and try again.';
       return renderMfa(reply, s, returnTo, 2, 401, text);
     });
-  factorPost('/mfa/totp', (s, f, req) => verifyTotp(ctx, s.user, (f.code ?? '').slice(0, 20), meta(req)));
-  factorPost('/mfa/recovery', (s, f, req) => verifyRecoveryCode(ctx, s.user, (f.code ?? '').slice(0, 40), meta(req)));
-  factorPost('/mfa/passkey', (s, f, req) => verifyPasskey(ctx, s.user, s.sid, f.response ?? '', meta(req)));
+  factorPost('/mfa/totp', (s, f, req) => verifyTotp(ctx, s.user, (f.code ?? '').slice(0, 20), meta(req, s)));
+  factorPost('/mfa/recovery', (s, f, req) =>
+    verifyRecoveryCode(ctx, s.user, (f.code ?? '').slice(0, 40), meta(req, s)),
+  );
+  factorPost('/mfa/passkey', (s, f, req) => verifyPasskey(ctx, s.user, s.sid, f.response ?? '', meta(req, s)));
 
   // ------------------------------------------------------------------------------------------------------------
   // The account page.
@@ -261,7 +263,7 @@ export function registerMfaPages(
     const g = await accountSession(req, reply, '/account/security');
     if ('reply' in g) return g.reply;
     const returnTo = returnOf(g0.f.return_to);
-    const out = await confirmTotpEnrolment(ctx, g.s.user, (g0.f.code ?? '').slice(0, 20), meta(req));
+    const out = await confirmTotpEnrolment(ctx, g.s.user, (g0.f.code ?? '').slice(0, 20), meta(req, g.s));
     if (out.ok) return upgrade(req, reply, g.s, out, afterEnrol(returnTo, 'totp'));
     if (out.reason === 'not_enrolled') return see(reply, '/account/security');
     if (out.reason === 'locked') reply.header('retry-after', String(out.retryAfter ?? cfg.mfa.lock_period));
@@ -287,7 +289,7 @@ export function registerMfaPages(
       g.s.user,
       g.s.sid,
       { response: g0.f.response ?? '', name: g0.f.name ?? '' },
-      meta(req),
+      meta(req, g.s),
     );
     if (out.ok) return upgrade(req, reply, g.s, out, afterEnrol(returnTo, 'passkey'));
     return see(
@@ -301,7 +303,7 @@ export function registerMfaPages(
     if ('reply' in g0) return g0.reply;
     const g = await accountSession(req, reply, '/account/security');
     if ('reply' in g) return g.reply;
-    const codes = await generateRecoveryCodes(ctx, g.s.user, meta(req));
+    const codes = await generateRecoveryCodes(ctx, g.s.user, meta(req, g.s));
     return sendPage(reply, 200, recoveryCodesPage({ config: cfg, codes, returnTo: returnOf(g0.f.return_to) }));
   });
 
@@ -311,7 +313,7 @@ export function registerMfaPages(
       if ('reply' in g0) return g0.reply;
       const g = await accountSession(req, reply, '/account/security');
       if ('reply' in g) return g.reply;
-      await removeFactor(ctx, g.s.user, factor(g0.f), meta(req));
+      await removeFactor(ctx, g.s.user, factor(g0.f), meta(req, g.s));
       return see(reply, '/account/security?done=removed');
     });
   removal('/account/security/totp/remove', () => ({ kind: 'totp' }));

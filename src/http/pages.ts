@@ -47,8 +47,14 @@ import { WEBAUTHN_SCRIPT } from './views/webauthn-script.ts';
  * device verification page (/device, /device/confirm) and the stylesheet. HTML pages get a strict CSP (no inline script or style), no framing, no referrer, no caching.
  */
 
-export function meta(req: FastifyRequest): RequestMeta {
-  return { requestId: String(req.id), ip: req.ip, userAgent: req.headers['user-agent'] };
+/** The request's correlation facts; with the browser's session once it is signed in (an anonymous one is not). */
+export function meta(req: FastifyRequest, s?: LoadedSession): RequestMeta {
+  return {
+    requestId: String(req.id),
+    ip: req.ip,
+    userAgent: req.headers['user-agent'],
+    sessionId: s?.user ? s.sid : null,
+  };
 }
 
 /**
@@ -219,7 +225,7 @@ export function registerPages(app: FastifyInstance, ctx: OAuthContext, maxTokenL
       return showError(reply, 400, 'invalid_request', (e as InvalidRequest).description ?? 'malformed request');
     }
     const s = await session(req);
-    const out = await authorizeEndpoint(ctx, { ...p, session: s }, meta(req));
+    const out = await authorizeEndpoint(ctx, { ...p, session: s }, meta(req, s));
     return answer(req, reply, out, s);
   };
   app.get(PATHS.authorize, authorize);
@@ -260,7 +266,7 @@ export function registerPages(app: FastifyInstance, ctx: OAuthContext, maxTokenL
       );
     };
     // Per-IP and global limits on attempts (throttle.login_*), before any work is done for the request.
-    const limited = await limitRequest(ctx, 'login', meta(req));
+    const limited = await limitRequest(ctx, 'login', meta(req, s));
     if (limited) return tooMany(limited.retryAfter, '', safeReturnTo(f.return_to));
     if (!s || !checkCsrf(s.cookieValue, f.csrf_token))
       return showError(
@@ -321,7 +327,7 @@ export function registerPages(app: FastifyInstance, ctx: OAuthContext, maxTokenL
     const out = await decideConsent(
       ctx,
       { clientId: f.client_id, requestUri: f.request_uri, approve: f.decision === 'approve', session: s },
-      meta(req),
+      meta(req, s),
     );
     return answer(req, reply, out, s);
   });
@@ -337,7 +343,11 @@ export function registerPages(app: FastifyInstance, ctx: OAuthContext, maxTokenL
     const { csrf_token: token, ...rest } = p.params;
     // A POST carrying this session's CSRF token is the user's own confirmation; anything else must be confirmed.
     const confirmed = req.method === 'POST' && !!s && checkCsrf(s.cookieValue, token);
-    const out = await endSessionEndpoint(ctx, { params: rest, repeated: p.repeated, session: s, confirmed }, meta(req));
+    const out = await endSessionEndpoint(
+      ctx,
+      { params: rest, repeated: p.repeated, session: s, confirmed },
+      meta(req, s),
+    );
     if (out.kind === 'error_page') return showError(reply, out.status, out.error, out.description);
     if (out.kind === 'confirm')
       return sendPage(
@@ -391,7 +401,7 @@ export function registerPages(app: FastifyInstance, ctx: OAuthContext, maxTokenL
         'The form expired or did not come from this site. Go back and try again.',
       );
     if (!f.client_id) return showError(reply, 400, 'invalid_request', 'client_id is required');
-    await withdrawConsent(ctx, s.user.id, f.client_id, meta(req), maxTokenLifetime());
+    await withdrawConsent(ctx, s.user.id, f.client_id, meta(req, s), maxTokenLifetime());
     return reply
       .code(303)
       .header('cache-control', 'no-store')
@@ -476,12 +486,12 @@ function registerDevicePages(
         deviceEntryPage({ config: cfg, csrf: csrfToken(s.cookieValue), username: s.user.username, error }),
       );
     if (!f.user_code?.trim()) return page(400, 'Enter the code shown on your device.');
-    const limited = await limitRequest(ctx, 'device', meta(req));
+    const limited = await limitRequest(ctx, 'device', meta(req, s));
     if (limited) {
       reply.header('retry-after', String(limited.retryAfter));
       return page(429, `Too many attempts. Try again in ${waitText(limited.retryAfter)}.`);
     }
-    const out = await enterUserCode(ctx, { session: s, userCode: f.user_code }, meta(req));
+    const out = await enterUserCode(ctx, { session: s, userCode: f.user_code }, meta(req, s));
     switch (out.kind) {
       case 'ticket':
         return see(reply, `${PATHS.device}/confirm?${new URLSearchParams({ request_uri: out.requestUri })}`);
@@ -544,7 +554,7 @@ function registerDevicePages(
     const out = await decideDeviceRequest(
       ctx,
       { session: s, requestUri: f.request_uri, approve: f.decision === 'approve' },
-      meta(req),
+      meta(req, s),
     );
     if (out.kind === 'gone') return gone(reply);
     if (out.kind === 'mfa') return see(reply, mfaLocation({ ...out, returnTo: PATHS.device }));

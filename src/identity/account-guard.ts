@@ -51,6 +51,8 @@ export async function recordPasswordFailure(
         at: now,
         subject: user.id,
         request_id: failed.request_id ?? null,
+        ip: failed.ip ?? null,
+        session_id: failed.session_id ?? null,
         data: {
           username: user.username,
           failures,

@@ -1,4 +1,4 @@
-import type { OAuthContext, RequestMeta } from '../oauth/context.ts';
+import { correlation, type OAuthContext, type RequestMeta } from '../oauth/context.ts';
 import { revokeUserGrants } from '../oauth/grant-revocation.ts';
 
 /**
@@ -20,7 +20,7 @@ export async function withdrawConsent(
       reason: 'consent_withdrawn',
       actor: userId,
       expiresAt: now + maxTokenLifetimeSeconds * 1000,
-      requestId: meta.requestId,
+      meta,
       clientId,
     });
     if (withdrawn || grants.length)
@@ -29,7 +29,7 @@ export async function withdrawConsent(
         at: now,
         client_id: clientId,
         subject: userId,
-        request_id: meta.requestId,
+        ...correlation(meta),
         data: { grants_revoked: grants.length },
       });
     return { withdrawn, grantsRevoked: grants.length };

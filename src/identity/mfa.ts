@@ -14,7 +14,7 @@ import type { SecurityEvent } from '../events/catalogue.ts';
 import type { Kek } from '../keys/kek.ts';
 import type { Clock } from '../lib/clock.ts';
 import { sha256Hex } from '../lib/crypto.ts';
-import type { OAuthContext, RequestMeta } from '../oauth/context.ts';
+import { correlation, type OAuthContext, type RequestMeta } from '../oauth/context.ts';
 import type { ClientRecord, Storage, Stores, UserRecord } from '../storage/ports.ts';
 import { ACR_PASSWORD, type LoadedSession } from './sessions.ts';
 import { base32Decode, matchTotp, newTotpSecret, otpauthUri, totpStep } from './totp.ts';
@@ -126,7 +126,7 @@ function failedEvent(
     type: 'mfa.failed',
     at: ctx.clock.nowMs(),
     subject: user.id,
-    request_id: meta.requestId,
+    ...correlation(meta),
     data: { factor, reason, ip: meta.ip, user_agent: meta.userAgent?.slice(0, 200) ?? null, ...extra },
   };
 }
@@ -276,7 +276,7 @@ function enrolledEvent(
     type: 'mfa.enrolled',
     at,
     subject: user.id,
-    request_id: meta?.requestId ?? null,
+    ...correlation(meta),
     actor,
     data: { factor, username: user.username, ...(meta ? { ip: meta.ip } : {}), ...extra },
   };
@@ -489,7 +489,7 @@ function removedEvent(
     type: 'mfa.removed',
     at,
     subject: user.id,
-    request_id: meta?.requestId ?? null,
+    ...correlation(meta),
     actor,
     data: { factor, username: user.username, ...extra },
   };
@@ -541,6 +541,7 @@ export async function resetMfa(
         type: 'session.ended',
         at: now,
         subject: user.id,
+        session_id: sid,
         actor,
         data: { sid, reason: 'mfa_reset' },
       });

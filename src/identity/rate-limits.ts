@@ -1,7 +1,7 @@
 import type { Config } from '../config/schema.ts';
 import { addressKey } from '../lib/ip.ts';
 import type { LimitResult, RateRule } from '../lib/rate-limiter.ts';
-import type { OAuthContext, RequestMeta } from '../oauth/context.ts';
+import { correlation, type OAuthContext, type RequestMeta } from '../oauth/context.ts';
 
 /**
  * Rate limits by request: every throttled endpoint counts each request once per IP address (IPv6 by /64) and once
@@ -65,7 +65,7 @@ export async function noteRefusal(
     await ctx.storage.events.append({
       type: 'rate_limit.hit',
       at: ctx.clock.nowMs(),
-      request_id: meta.requestId,
+      ...correlation(meta),
       data: {
         rule: r.name,
         key_kind: kind,

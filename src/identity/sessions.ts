@@ -1,6 +1,6 @@
 import type { SecurityEvent } from '../events/catalogue.ts';
 import { constantTimeEqual, randomToken, sha256, sha256Hex } from '../lib/crypto.ts';
-import type { OAuthContext, RequestMeta } from '../oauth/context.ts';
+import { correlation, type OAuthContext, type RequestMeta } from '../oauth/context.ts';
 import type { SessionRecord, Stores, UserRecord } from '../storage/ports.ts';
 
 /**
@@ -50,7 +50,16 @@ function sessionEvent(
   data: Record<string, unknown>,
   actor: string | null = null,
 ): SecurityEvent {
-  return { type, at, subject: rec.user_id, request_id: meta?.requestId ?? null, actor, data: { sid: rec.id, ...data } };
+  // session_id is the session the event is about (the request may carry the one it supersedes).
+  return {
+    type,
+    at,
+    subject: rec.user_id,
+    ...correlation(meta),
+    session_id: rec.id,
+    actor,
+    data: { sid: rec.id, ...data },
+  };
 }
 
 /** Ends a live session and writes session.ended in the caller's transaction. */

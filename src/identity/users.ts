@@ -2,7 +2,7 @@ import type { Config } from '../config/schema.ts';
 import type { Clock } from '../lib/clock.ts';
 import { randomId } from '../lib/crypto.ts';
 import { addressKey } from '../lib/ip.ts';
-import type { OAuthContext, RequestMeta } from '../oauth/context.ts';
+import { correlation, type OAuthContext, type RequestMeta } from '../oauth/context.ts';
 import { revokeUserGrants } from '../oauth/grant-revocation.ts';
 import type { Storage, UserRecord } from '../storage/ports.ts';
 import { isLocked, recordPasswordFailure } from './account-guard.ts';
@@ -52,7 +52,7 @@ export async function authenticatePassword(
   } else if (!(await verifyPassword(user.password_hash, password))) reason = 'bad_password';
   else if (user.disabled) reason = 'disabled';
 
-  const base = { at: now, subject: user?.id ?? null, request_id: meta.requestId };
+  const base = { at: now, subject: user?.id ?? null, ...correlation(meta) };
   const who = { ip: meta.ip, user_agent: meta.userAgent?.slice(0, 200) ?? null };
   if (reason === undefined && user) {
     await ctx.storage.withTransaction(async (tx) => {
@@ -150,6 +150,7 @@ export async function disableUser(
         type: 'session.ended',
         at: now,
         subject: u.id,
+        session_id: id,
         actor,
         data: { sid: id, reason: 'user_disabled' },
       });

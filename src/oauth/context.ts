@@ -40,6 +40,15 @@ export interface RequestMeta {
   requestId: string;
   ip: string;
   userAgent?: string | undefined;
+  /** The signed-in browser session (its sid) the request came with, where there is one: pages, not APIs. */
+  sessionId?: string | null | undefined;
+}
+
+/** The correlation columns every event caused by a request carries (docs/events.md: Correlation). */
+export type Correlation = Pick<SecurityEvent, 'request_id' | 'ip' | 'session_id'>;
+
+export function correlation(meta: RequestMeta | undefined): Correlation {
+  return { request_id: meta?.requestId ?? null, ip: meta?.ip ?? null, session_id: meta?.sessionId ?? null };
 }
 
 export interface ClientRegistry {
@@ -72,6 +81,6 @@ export class CachedClientRegistry implements ClientRegistry {
   }
 }
 
-export function eventBase(ctx: OAuthContext, meta: RequestMeta | undefined): Pick<SecurityEvent, 'at' | 'request_id'> {
-  return { at: ctx.clock.nowMs(), request_id: meta?.requestId ?? null };
+export function eventBase(ctx: OAuthContext, meta: RequestMeta | undefined): Pick<SecurityEvent, 'at'> & Correlation {
+  return { at: ctx.clock.nowMs(), ...correlation(meta) };
 }

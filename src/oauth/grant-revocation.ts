@@ -1,5 +1,6 @@
 import type { SecurityEvent } from '../events/catalogue.ts';
 import type { GrantRecord, Stores } from '../storage/ports.ts';
+import { correlation, type RequestMeta } from './context.ts';
 import { recordRevocation } from './revocation-set.ts';
 
 export interface GrantRevocation {
@@ -9,7 +10,8 @@ export interface GrantRevocation {
   actor: string;
   /** When every access token of the grant has expired (ms): the revocation record can be purged then. */
   expiresAt: number;
-  requestId?: string | null;
+  /** The request that caused it, if any (correlation columns of the events). */
+  meta?: RequestMeta | undefined;
 }
 
 /**
@@ -26,7 +28,7 @@ export async function revokeGrant(tx: Stores, grant: GrantRecord, r: GrantRevoca
     expiresAt: r.expiresAt,
     reason: r.reason,
     actor: r.actor,
-    event: { client_id: grant.client_id, subject: grant.user_id, request_id: r.requestId ?? null },
+    event: { client_id: grant.client_id, subject: grant.user_id, ...correlation(r.meta), session_id: grant.session_id },
   });
   const e: SecurityEvent = {
     type: 'grant.revoked',
@@ -35,7 +37,9 @@ export async function revokeGrant(tx: Stores, grant: GrantRecord, r: GrantRevoca
     client_id: grant.client_id,
     subject: grant.user_id,
     grant_id: grant.id,
-    request_id: r.requestId ?? null,
+    ...correlation(r.meta),
+    // A grant's events carry the session it was made in (the request revoking it may come from another).
+    session_id: grant.session_id,
     data: { reason: r.reason },
   };
   await tx.events.append(e);

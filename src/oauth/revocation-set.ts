@@ -10,7 +10,9 @@ export interface RevocationRequest {
   reason: string;
   actor: string;
   /** Extra correlation for the event (the token's client and subject, the request id). */
-  event?: Partial<Pick<SecurityEvent, 'client_id' | 'subject' | 'request_id'>> & { data?: Record<string, unknown> };
+  event?: Partial<Pick<SecurityEvent, 'client_id' | 'subject' | 'grant_id' | 'request_id' | 'ip' | 'session_id'>> & {
+    data?: Record<string, unknown>;
+  };
 }
 
 /**
@@ -30,7 +32,10 @@ export async function recordRevocation(tx: Stores, r: RevocationRequest): Promis
     at: r.at,
     actor: r.actor,
     request_id: r.event?.request_id ?? null,
+    ip: r.event?.ip ?? null,
+    session_id: r.event?.session_id ?? null,
     jti: r.kind === 'jti' ? r.value : null,
+    grant_id: r.kind === 'grant' ? r.value : (r.event?.grant_id ?? null),
     client_id: r.kind === 'client' ? r.value : (r.event?.client_id ?? null),
     subject: r.kind === 'subject' ? r.value : (r.event?.subject ?? null),
     data: { by: r.kind, reason: r.reason, ...r.event?.data },

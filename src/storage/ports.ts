@@ -543,6 +543,26 @@ export interface AuditStore {
   keys(): Promise<AuditKeyRecord[]>;
 }
 
+/** Which events a timeline starts from: the events whose column equals the value. */
+export type TimelineColumn = 'grant_id' | 'jti' | 'client_id' | 'subject' | 'ip' | 'session_id';
+
+/** Timelines and export cursors (src/audit/timeline.ts, src/audit/export.ts). */
+export interface AuditExportStore {
+  /** Events whose column equals value (sealed or not), only of these types when given, oldest first. */
+  eventsBy(column: TimelineColumn, value: string, limit: number, types?: string[]): Promise<AuditEventRow[]>;
+  /** Events of these types at or after `since` (ms), oldest first, at most limit (uses the type+at index). */
+  eventsOfType(types: string[], since: number, limit: number): Promise<AuditEventRow[]>;
+  /** The sink's last acknowledged leaf index, or -1 when it has none yet. */
+  cursor(sink: string): Promise<number>;
+  /** Moves the sink's cursor to `leaf` (only forward). */
+  advance(sink: string, leaf: number, now: number): Promise<void>;
+  /**
+   * Takes the sink's export lock for the rest of the transaction (PostgreSQL: an advisory lock distinct from the
+   * sealer's). False when another node holds it. SQLite: always true (one node).
+   */
+  lockExport(sink: string): Promise<boolean>;
+}
+
 export interface MetaStore {
   get(key: string): Promise<string | undefined>;
   set(key: string, value: string): Promise<void>;
@@ -558,6 +578,7 @@ export interface Stores {
   replay: ReplayStore;
   events: EventStore;
   audit: AuditStore;
+  auditExport: AuditExportStore;
   meta: MetaStore;
   sessions: SessionStore;
   grants: GrantStore;

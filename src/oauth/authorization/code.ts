@@ -1,6 +1,6 @@
 import { randomId, randomToken, sha256Hex } from '../../lib/crypto.ts';
 import type { AuthorizationCodeRecord, GrantRecord, SessionRecord, Stores } from '../../storage/ports.ts';
-import type { OAuthContext, RequestMeta } from '../context.ts';
+import { correlation, type OAuthContext, type RequestMeta } from '../context.ts';
 import { withQuery } from './redirect-uri.ts';
 import type { AuthorizationRequest } from './request.ts';
 
@@ -56,7 +56,8 @@ export async function issueAuthorizationCode(
     client_id: grant.client_id,
     subject: grant.user_id,
     grant_id: grant.id,
-    request_id: meta.requestId,
+    ...correlation(meta),
+    session_id: session.id,
   };
   await tx.grants.insert(grant);
   await tx.events.append({

@@ -20,7 +20,7 @@ import {
   storeAuthorizationRequest,
   validateAuthorizationParams,
 } from '../authorization/request.ts';
-import type { OAuthContext, RequestMeta } from '../context.ts';
+import { correlation, type OAuthContext, type RequestMeta } from '../context.ts';
 
 export type AuthorizeOutcome =
   /** The client or redirect_uri is not trustworthy: show an error page (never redirect). */
@@ -66,7 +66,7 @@ async function recordFailure(
     type: 'authorization.failed',
     at: ctx.clock.nowMs(),
     client_id: clientId,
-    request_id: meta.requestId,
+    ...correlation(meta),
     data: {
       error: e instanceof AuthorizationPageError ? e.error : e.code,
       description: e.description,
@@ -267,7 +267,7 @@ export async function decideConsent(
         at: now,
         client_id: client.client_id,
         subject: user.id,
-        request_id: meta.requestId,
+        ...correlation(meta),
         data: { scope: req.scopes.join(' ') },
       });
       throw new AuthorizationRedirectError(new AccessDenied('the user refused'), client, redirectUri, req.state);
@@ -279,7 +279,7 @@ export async function decideConsent(
         at: now,
         client_id: client.client_id,
         subject: user.id,
-        request_id: meta.requestId,
+        ...correlation(meta),
         data: { scope: req.scopes.join(' '), resources: req.resources, consented: c.scope },
       });
       return issueAuthorizationCode(

@@ -3,7 +3,7 @@ import { randomToken, sha256Hex } from '../../lib/crypto.ts';
 import type { DeviceCodeRecord } from '../../storage/ports.ts';
 import { requestedScopesAndResources } from '../authorization/request.ts';
 import { authenticateClient, type ClientAuthInput } from '../client-auth/authenticate.ts';
-import type { OAuthContext, RequestMeta } from '../context.ts';
+import { correlation, type OAuthContext, type RequestMeta } from '../context.ts';
 import { DEVICE_CODE_GRANT, deviceRef } from '../device/common.ts';
 import { formatUserCode, generateUserCode } from '../device/user-code.ts';
 import { PATHS } from './discovery.ts';
@@ -70,7 +70,7 @@ export async function deviceAuthorizationEndpoint(
     await tx.events.append({
       type: 'device_code.issued',
       at: now,
-      request_id: meta.requestId,
+      ...correlation(meta),
       client_id: client.client_id,
       data: {
         device: deviceRef(record.device_code_hash),

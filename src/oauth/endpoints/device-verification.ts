@@ -6,7 +6,7 @@ import { addressKey } from '../../lib/ip.ts';
 import type { RateRule } from '../../lib/rate-limiter.ts';
 import type { AuthorizationRequestRecord, ClientRecord, DeviceCodeRecord } from '../../storage/ports.ts';
 import { REQUEST_URI_PREFIX, storeAuthorizationRequest } from '../authorization/request.ts';
-import type { OAuthContext, RequestMeta } from '../context.ts';
+import { correlation, type OAuthContext, type RequestMeta } from '../context.ts';
 import { deviceRef } from '../device/common.ts';
 import { formatUserCode, normaliseUserCode } from '../device/user-code.ts';
 
@@ -64,7 +64,7 @@ async function recordFailure(
   await ctx.storage.events.append({
     type: 'device_code.verification_failed',
     at: ctx.clock.nowMs(),
-    request_id: meta.requestId,
+    ...correlation(meta),
     client_id: device?.client_id ?? null,
     subject: session.user.id,
     data: {
@@ -211,7 +211,7 @@ export async function decideDeviceRequest(
       now,
     );
     if (!ok) return false;
-    const base = { at: now, request_id: meta.requestId, client_id: device.client_id, subject: user.id };
+    const base = { at: now, ...correlation(meta), client_id: device.client_id, subject: user.id };
     await tx.events.append({
       ...base,
       type: input.approve ? 'device_code.approved' : 'device_code.denied',

@@ -1,6 +1,6 @@
 import { InvalidRequest } from '../../errors/oauth-error.ts';
 import { authenticateClient, type ClientAuthInput } from '../client-auth/authenticate.ts';
-import type { OAuthContext, RequestMeta } from '../context.ts';
+import { correlation, type OAuthContext, type RequestMeta } from '../context.ts';
 import { isRevoked, verifyOwnAccessToken } from '../tokens/access-token.ts';
 
 export type IntrospectionResponse = { active: false } | ({ active: true } & Record<string, unknown>);
@@ -59,9 +59,10 @@ export async function introspectionEndpoint(
   await ctx.events.write({
     type: 'token.introspected',
     at: ctx.clock.nowMs(),
-    request_id: meta.requestId,
+    ...correlation(meta),
     client_id: client.client_id,
     jti: v?.claims.jti ?? null,
+    grant_id: v?.claims.grant_id ?? null,
     data: { active: result.active, verdict },
   });
   return result;

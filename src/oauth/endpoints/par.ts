@@ -8,7 +8,7 @@ import {
   validateAuthorizationParams,
 } from '../authorization/request.ts';
 import { authenticateClient, type ClientAuthInput } from '../client-auth/authenticate.ts';
-import type { OAuthContext, RequestMeta } from '../context.ts';
+import { correlation, type OAuthContext, type RequestMeta } from '../context.ts';
 
 /** Parameters that authenticate the client at /par; they are not part of the authorization request. */
 const AUTH_PARAMS = ['client_secret', 'client_assertion', 'client_assertion_type'];
@@ -37,7 +37,7 @@ export async function parEndpoint(
       type: 'par.created',
       at: ctx.clock.nowMs(),
       client_id: client.client_id,
-      request_id: meta.requestId,
+      ...correlation(meta),
       data: { expires_in: ttl, scope: req.scopes.join(' ') },
     });
     return { request_uri: requestUri, expires_in: ttl };
@@ -51,7 +51,7 @@ export async function parEndpoint(
       type: 'authorization.failed',
       at: ctx.clock.nowMs(),
       client_id: client.client_id,
-      request_id: meta.requestId,
+      ...correlation(meta),
       data: { error: err.code, description: err.description, endpoint: 'par' },
     });
     throw err;

@@ -1,7 +1,7 @@
 import { InvalidRequest } from '../../errors/oauth-error.ts';
 import { sha256Hex } from '../../lib/crypto.ts';
 import { authenticateClient, type ClientAuthInput } from '../client-auth/authenticate.ts';
-import type { OAuthContext, RequestMeta } from '../context.ts';
+import { correlation, type OAuthContext, type RequestMeta } from '../context.ts';
 import { revokeGrant } from '../grant-revocation.ts';
 import { maxAccessTokenTtl } from '../grants/user-tokens.ts';
 import { recordRevocation } from '../revocation-set.ts';
@@ -38,7 +38,8 @@ export async function revocationEndpoint(ctx: OAuthContext, input: ClientAuthInp
       event: {
         client_id: client.client_id,
         subject: c.sub,
-        request_id: meta.requestId,
+        grant_id: c.grant_id ?? null,
+        ...correlation(meta),
         data: { token_type: 'access_token', exp: c.exp },
       },
     }),
@@ -69,7 +70,7 @@ async function revokeRefreshToken(
       reason: 'refresh_token_revoked_by_client',
       actor: clientId,
       expiresAt: now + maxAccessTokenTtl(ctx) * 1000,
-      requestId: meta.requestId,
+      meta,
     });
   });
 }

@@ -2,7 +2,7 @@ import { createHash } from 'node:crypto';
 import { InvalidGrant, InvalidRequest } from '../../errors/oauth-error.ts';
 import { constantTimeEqual, sha256Hex } from '../../lib/crypto.ts';
 import type { ClientRecord } from '../../storage/ports.ts';
-import type { OAuthContext, RequestMeta } from '../context.ts';
+import { correlation, type OAuthContext, type RequestMeta } from '../context.ts';
 import type { GrantDpop, TokenResponse } from './client-credentials.ts';
 import { buildUserTokens, refreshAllowed, revokeOnReplay } from './user-tokens.ts';
 
@@ -79,7 +79,8 @@ export async function authorizationCodeGrant(
     await tx.events.append({
       type: 'authorization_code.redeemed',
       at: ctx.clock.nowMs(),
-      request_id: meta.requestId,
+      ...correlation(meta),
+      session_id: grant.session_id,
       client_id: client.client_id,
       subject: grant.user_id,
       grant_id: grant.id,

@@ -8,7 +8,7 @@ import {
 } from '../../errors/oauth-error.ts';
 import { randomId, sha256Hex } from '../../lib/crypto.ts';
 import type { ClientRecord, GrantRecord } from '../../storage/ports.ts';
-import type { OAuthContext, RequestMeta } from '../context.ts';
+import { correlation, type OAuthContext, type RequestMeta } from '../context.ts';
 import { DEVICE_CODE_GRANT, deviceRef } from '../device/common.ts';
 import type { GrantDpop, TokenResponse } from './client-credentials.ts';
 import { buildUserTokens, refreshAllowed } from './user-tokens.ts';
@@ -89,7 +89,8 @@ export async function deviceCodeGrant(
     if (!(await tx.deviceCodes.redeem(hash, at))) return false;
     const base = {
       at,
-      request_id: meta.requestId,
+      ...correlation(meta),
+      session_id: grant.session_id,
       client_id: client.client_id,
       subject: grant.user_id,
       grant_id: grant.id,

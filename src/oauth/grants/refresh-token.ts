@@ -1,7 +1,7 @@
 import { InvalidDpopProof, InvalidGrant, InvalidRequest } from '../../errors/oauth-error.ts';
 import { sha256Hex } from '../../lib/crypto.ts';
 import type { ClientRecord } from '../../storage/ports.ts';
-import type { OAuthContext, RequestMeta } from '../context.ts';
+import { correlation, type OAuthContext, type RequestMeta } from '../context.ts';
 import type { GrantDpop, TokenResponse } from './client-credentials.ts';
 import { buildUserTokens, narrowScopes, refreshRef, revokeOnReplay } from './user-tokens.ts';
 
@@ -68,7 +68,8 @@ export async function refreshTokenGrant(
     await tx.events.append({
       type: 'refresh_token.rotated',
       at: ctx.clock.nowMs(),
-      request_id: meta.requestId,
+      ...correlation(meta),
+      session_id: grant.session_id,
       client_id: client.client_id,
       subject: grant.user_id,
       grant_id: grant.id,

@@ -3,7 +3,7 @@ import type { SecurityEvent } from '../../events/catalogue.ts';
 import { acrLevel, requiredLevel } from '../../identity/mfa.ts';
 import { randomToken, sha256Hex } from '../../lib/crypto.ts';
 import type { ClientRecord, GrantRecord, RefreshTokenRecord } from '../../storage/ports.ts';
-import type { OAuthContext, RequestMeta } from '../context.ts';
+import { correlation, type OAuthContext, type RequestMeta } from '../context.ts';
 import { revokeGrant } from '../grant-revocation.ts';
 import { prepareAccessToken, signAccessToken } from '../tokens/access-token.ts';
 import { signIdToken } from '../tokens/id-token.ts';
@@ -120,6 +120,7 @@ export async function buildUserTokens(ctx: OAuthContext, r: UserTokenRequest, me
       scopes,
       grantType: r.grantType,
       grantId: r.grant.id,
+      sessionId: r.grant.session_id,
       authTime: r.grant.auth_time,
       acr: r.grant.acr,
       amr: r.grant.amr,
@@ -172,7 +173,8 @@ export async function buildUserTokens(ctx: OAuthContext, r: UserTokenRequest, me
     events.push({
       type: 'refresh_token.issued',
       at: now,
-      request_id: meta.requestId,
+      ...correlation(meta),
+      session_id: r.grant.session_id,
       client_id: r.client.client_id,
       subject: r.grant.user_id,
       grant_id: r.grant.id,
@@ -220,7 +222,8 @@ export async function revokeOnReplay(
     await tx.events.append({
       type: what.type,
       at: now,
-      request_id: meta.requestId,
+      ...correlation(meta),
+      session_id: grant?.session_id ?? null,
       client_id: grant?.client_id ?? null,
       subject: grant?.user_id ?? null,
       grant_id: grantId,
@@ -232,7 +235,7 @@ export async function revokeOnReplay(
         reason: what.reason,
         actor: 'token_endpoint',
         expiresAt: now + maxAccessTokenTtl(ctx) * 1000,
-        requestId: meta.requestId,
+        meta,
       });
   });
   // This node stopped accepting the grant's access tokens at commit (storage.onRevocations); other nodes hear of

@@ -1,7 +1,7 @@
 import type { SecurityEvent } from '../../events/catalogue.ts';
 import type { ActiveKey } from '../../keys/manager.ts';
 import { randomId } from '../../lib/crypto.ts';
-import type { OAuthContext, RequestMeta } from '../context.ts';
+import { correlation, type OAuthContext, type RequestMeta } from '../context.ts';
 import { verifyOwnJwt } from './own-jwt.ts';
 
 export interface AccessTokenGrant {
@@ -12,6 +12,8 @@ export interface AccessTokenGrant {
   scopes: string[];
   grantType: string;
   grantId?: string;
+  /** The browser session the grant was made in (correlation only: it goes into the event, not the token). */
+  sessionId?: string | null;
   /** RFC 9068 §2.2.1: how and when the user authenticated, for tokens issued on a user's behalf. */
   authTime?: number | null;
   acr?: string | null;
@@ -75,7 +77,8 @@ export function prepareAccessToken(ctx: OAuthContext, grant: AccessTokenGrant, m
   const event: SecurityEvent = {
     type: 'token.issued',
     at: nowMs,
-    request_id: meta.requestId,
+    ...correlation(meta),
+    session_id: grant.sessionId ?? meta.sessionId ?? null,
     client_id: grant.clientId,
     subject: grant.sub,
     jti,

@@ -555,5 +555,19 @@ export function migrations(dialect: 'sqlite' | 'postgres'): Record<string, Migra
         }
       },
     },
+    '0012_audit_export': {
+      // Issue 6: timelines select events by client IP and by browser session; each export sink keeps the last leaf
+      // index its receiver acknowledged, moved forward only after the acknowledgement (src/audit/export.ts).
+      async up(db: Kysely<unknown>) {
+        await db.schema.createIndex('events_ip').on('events').column('ip').execute();
+        await db.schema.createIndex('events_session_id').on('events').column('session_id').execute();
+        await db.schema
+          .createTable('audit_export_cursors')
+          .addColumn('sink', 'text', (c) => c.primaryKey())
+          .addColumn('last_leaf', bigint, (c) => c.notNull())
+          .addColumn('updated_at', bigint, (c) => c.notNull())
+          .execute();
+      },
+    },
   };
 }

@@ -9,6 +9,7 @@ import type {
   AccountGuardRecord,
   AccountGuardStore,
   AuditEventRow,
+  AuditExportStore,
   AuditKeyRecord,
   AuditStore,
   AuthorizationCodeRecord,
@@ -46,6 +47,7 @@ import type {
   UserStore,
   WebAuthnCredentialRecord,
 } from '../ports.ts';
+import { auditExportStore } from './audit-export-store.ts';
 import { migrations } from './migrations.ts';
 import { SqliteEventWriter } from './sqlite-event-writer.ts';
 import type { DB } from './tables.ts';
@@ -1071,6 +1073,7 @@ function bindStores(
     replay,
     events,
     audit: auditStore(q, dialect, raw),
+    auditExport: auditExportStore(q, dialect),
     meta,
     sessions,
     grants,
@@ -1095,6 +1098,7 @@ class SqlStorage implements Storage {
   replay: ReplayStore;
   events: EventStore;
   audit: AuditStore;
+  auditExport: AuditExportStore;
   meta: MetaStore;
   sessions: SessionStore;
   grants: GrantStore;
@@ -1121,6 +1125,7 @@ class SqlStorage implements Storage {
     this.replay = s.replay;
     this.events = s.events;
     this.audit = s.audit;
+    this.auditExport = s.auditExport;
     this.meta = s.meta;
     this.sessions = s.sessions;
     this.grants = s.grants;

@@ -88,6 +88,12 @@ export interface DB {
     key_id: string;
     note: string;
   };
+  audit_export_cursors: {
+    sink: string;
+    /** The last leaf index the sink acknowledged; -1 before the first. */
+    last_leaf: number;
+    updated_at: number;
+  };
   audit_keys: {
     key_id: string;
     name: string;
