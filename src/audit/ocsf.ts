@@ -95,6 +95,8 @@ export const OCSF_MAP: Record<string, OcsfMapping> = {
   'key.retired': m('entity_management', 99, 1, 1, 'signing_key'),
   'key.revoked': m('entity_management', 4, 1, 3, 'signing_key'),
   'audit_key.created': m('entity_management', 1, 1, 1, 'audit_key'),
+  'audit.archived': m('entity_management', 1, 1, 1, 'audit_segment'),
+  'audit.pruned': m('entity_management', 4, 1, 2, 'audit_log'),
   'revocation.feed_lost': m('api_activity', 99, 2, 3),
   'revocation.feed_restored': m('api_activity', 99),
   'gateway.denied': m('api_activity', 99, 2, 2),
