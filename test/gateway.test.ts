@@ -28,6 +28,8 @@ let server: RunningServer;
 let upstream: Upstream;
 let gw: string;
 let clients: ReturnType<typeof baseConfig>['clients'];
+/** The first server's configuration, for a second gateway set up differently (public_origin). */
+let serverConfig: Record<string, unknown>;
 let mcpResource: string;
 const mcpClient = { client_id: 'mcp-client', client_secret: secret() };
 
@@ -95,6 +97,7 @@ beforeAll(async () => {
       },
     ],
   };
+  serverConfig = config;
   server = await startServer(config);
   gw = `http://127.0.0.1:${gwPort}`;
 });
@@ -508,6 +511,43 @@ describe('forged tokens', () => {
 
 type KeyPair = Awaited<ReturnType<typeof generateKeyPair>>;
 
+/** A DPoP proof (RFC 9449 §4.2) for a request to url with method, bound to the access token when given. */
+async function proofFor(
+  k: KeyPair,
+  method: string,
+  url: string,
+  accessToken?: string,
+  over: Record<string, unknown> = {},
+  s: RunningServer = server,
+) {
+  const jwk = await exportJWK(k.publicKey);
+  return new SignJWT({
+    htm: method,
+    htu: url,
+    jti: randomUUID(),
+    iat: Math.floor((await serverNow(s)) / 1000),
+    ...(accessToken ? { ath: createHash('sha256').update(accessToken).digest('base64url') } : {}),
+    ...over,
+  })
+    .setProtectedHeader({ alg: 'ES256', typ: 'dpop+jwt', jwk })
+    .sign(k.privateKey);
+}
+
+/** An access token from svc bound to k (client_credentials with a DPoP proof). */
+async function boundToken(k: KeyPair, s: RunningServer = server): Promise<string> {
+  const r = await postForm(
+    `${s.url}/token`,
+    { grant_type: 'client_credentials', scope: 'orders:read' },
+    {
+      basic: [clients.svc.client_id, clients.svc.client_secret],
+      headers: { dpop: await proofFor(k, 'POST', `${s.issuer}/token`, undefined, {}, s) },
+    },
+  );
+  expect(r.status, r.text).toBe(200);
+  expect(r.json?.token_type).toBe('DPoP');
+  return r.json?.access_token as string;
+}
+
 describe('DPoP (RFC 9449)', () => {
   it('a route with dpop: required refuses a Bearer token with a DPoP challenge', async () => {
     const r = await call(gw, '/secure', { headers: bearer(await svcToken()) });
@@ -517,41 +557,6 @@ describe('DPoP (RFC 9449)', () => {
     );
     expect((await lastDenial())?.data).toMatchObject({ reason: 'dpop_required', route: 'dpop-only' });
   });
-
-  /** A DPoP proof (RFC 9449 §4.2) for a request to url with method, bound to the access token when given. */
-  async function proofFor(
-    k: KeyPair,
-    method: string,
-    url: string,
-    accessToken?: string,
-    over: Record<string, unknown> = {},
-  ) {
-    const jwk = await exportJWK(k.publicKey);
-    return new SignJWT({
-      htm: method,
-      htu: url,
-      jti: randomUUID(),
-      iat: Math.floor((await serverNow(server)) / 1000),
-      ...(accessToken ? { ath: createHash('sha256').update(accessToken).digest('base64url') } : {}),
-      ...over,
-    })
-      .setProtectedHeader({ alg: 'ES256', typ: 'dpop+jwt', jwk })
-      .sign(k.privateKey);
-  }
-
-  async function boundToken(k: KeyPair): Promise<string> {
-    const r = await postForm(
-      `${server.url}/token`,
-      { grant_type: 'client_credentials', scope: 'orders:read' },
-      {
-        basic: [clients.svc.client_id, clients.svc.client_secret],
-        headers: { dpop: await proofFor(k, 'POST', `${server.issuer}/token`) },
-      },
-    );
-    expect(r.status, r.text).toBe(200);
-    expect(r.json?.token_type).toBe('DPoP');
-    return r.json?.access_token as string;
-  }
 
   it('a DPoP-bound token with a valid proof passes, on DPoP-only and ordinary routes', async () => {
     const k = await generateKeyPair('ES256');
@@ -595,6 +600,86 @@ describe('DPoP (RFC 9449)', () => {
     // A bound token presented as Bearer is refused (RFC 9449 §7.2).
     expect((await call(gw, '/orders', { headers: bearer(token) })).status).toBe(401);
     expect((await lastDenial())?.data).toMatchObject({ reason: 'dpop_bound_token_as_bearer' });
+  });
+});
+
+describe('the origin clients use (htu, X-Forwarded-*, resource metadata)', () => {
+  it('without gateway.public_origin: http and the Host header; client-sent X-Forwarded-Proto/Host change nothing', async () => {
+    const k = await generateKeyPair('ES256');
+    const token = await boundToken(k);
+    const lying = { 'x-forwarded-proto': 'https', 'x-forwarded-host': 'gw.example.com' };
+    const https = await proofFor(k, 'GET', 'https://gw.example.com/secure', token);
+    const r = await call(gw, '/secure', { headers: { authorization: `DPoP ${token}`, dpop: https, ...lying } });
+    expect(r.status).toBe(401);
+    expect(r.json?.error_description).toMatch(/htu/);
+    const ok = await call(gw, '/secure', {
+      headers: { authorization: `DPoP ${token}`, dpop: await proofFor(k, 'GET', `${gw}/secure`, token), ...lying },
+    });
+    expect(ok.status, ok.text).toBe(200);
+    const seen = (ok.json as { headers: Record<string, string> }).headers;
+    expect(seen['x-forwarded-proto']).toBe('http');
+    expect(seen['x-forwarded-host']).toBe(new URL(gw).host);
+  });
+
+  describe('with gateway.public_origin (behind a TLS-terminating load balancer)', () => {
+    const PUBLIC = 'https://gw.example.com';
+    let lb: RunningServer;
+    let lbGw: string;
+    beforeAll(async () => {
+      const config = structuredClone(serverConfig);
+      const gwPort = await freePort();
+      const g = config.gateway as Record<string, unknown>;
+      config.gateway = { ...g, listen: { host: '127.0.0.1', port: gwPort }, public_origin: PUBLIC };
+      lb = await startServer(config);
+      lbGw = `http://127.0.0.1:${gwPort}`;
+    });
+    afterAll(async () => {
+      await lb?.close();
+    });
+
+    it('a proof must name the public origin in htu: one made for the address behind the balancer is refused', async () => {
+      const k = await generateKeyPair('ES256');
+      const token = await boundToken(k, lb);
+      const auth = `DPoP ${token}`;
+      for (const htu of [`${lbGw}/secure`, 'http://gw.example.com/secure', 'https://gw.example.com:8443/secure']) {
+        const n = await reached(async () => {
+          const r = await call(lbGw, '/secure', {
+            headers: { authorization: auth, dpop: await proofFor(k, 'GET', htu, token, {}, lb) },
+          });
+          expect(r.status, htu).toBe(401);
+          expect(r.json?.error_description, htu).toMatch(/htu/);
+        });
+        expect(n, htu).toBe(0);
+      }
+      const denied = await readEvents(lb, "WHERE type = 'gateway.denied'");
+      expect(denied.at(-1)?.data).toMatchObject({ reason: 'dpop_invalid', route: 'dpop-only' });
+      // Host says one thing, the public origin another: the public origin wins.
+      const r = await call(lbGw, '/secure', {
+        headers: { authorization: auth, dpop: await proofFor(k, 'GET', `${PUBLIC}/secure`, token, {}, lb) },
+      });
+      expect(r.status, r.text).toBe(200);
+    });
+
+    it('sends X-Forwarded-Proto https and the public host upstream, whatever the client claims', async () => {
+      const { access_token } = await getToken(lb, clients.svc, { scope: 'orders:read' });
+      const r = await call(lbGw, '/orders', {
+        headers: { ...bearer(access_token), 'x-forwarded-proto': 'http', 'x-forwarded-host': 'evil.example.com' },
+      });
+      expect(r.status, r.text).toBe(200);
+      const seen = (r.json as { headers: Record<string, string> }).headers;
+      expect(seen['x-forwarded-proto']).toBe('https');
+      expect(seen['x-forwarded-host']).toBe('gw.example.com');
+    });
+
+    it('WWW-Authenticate points to the resource metadata at the public origin', async () => {
+      const r = await call(lbGw, '/mcp/tools');
+      expect(r.status).toBe(401);
+      expect(String(r.headers['www-authenticate'])).toContain(
+        `resource_metadata="${PUBLIC}/.well-known/oauth-protected-resource/mcp"`,
+      );
+      const doc = await call(lbGw, '/.well-known/oauth-protected-resource/mcp');
+      expect(doc.json).toMatchObject({ resource: mcpResource });
+    });
   });
 });
 

@@ -29,6 +29,13 @@ const rateRule = (limit: number, window: string) =>
     })
     .prefault({});
 
+/** An http(s) origin exactly as URL serialises it: scheme://host[:port], lower case, no default port, no path. */
+function isOrigin(v: string): boolean {
+  if (!URL.canParse(v)) return false;
+  const u = new URL(v);
+  return (u.protocol === 'https:' || u.protocol === 'http:') && u.origin === v;
+}
+
 export const SIGNING_ALGORITHMS = ['ES256', 'EdDSA', 'PS256', 'RS256'] as const;
 export type SigningAlgorithm = (typeof SIGNING_ALGORITHMS)[number];
 
@@ -273,6 +280,16 @@ export const gatewaySchema = z.strictObject({
     })
     .prefault({})
     .describe("The gateway's own listener, separate from the authorization server's listen."),
+  public_origin: z
+    .string()
+    .refine(isOrigin, {
+      message:
+        'must be an origin such as https://api.example.com or https://api.example.com:8443 (no path, lower case)',
+    })
+    .optional()
+    .describe(
+      'The origin clients use to reach the gateway (https://host[:port]) when a TLS-terminating load balancer sits in front of it. Set: DPoP proofs must name exactly this origin in htu, X-Forwarded-Proto/X-Forwarded-Host sent upstream say so, and WWW-Authenticate points to resource metadata there. Unset: the gateway takes its origin from the Host header with the http scheme (right only when clients reach it directly over http). Forwarding headers from clients are never trusted either way.',
+    ),
   routes: z
     .array(gatewayRouteSchema)
     .default([])
@@ -293,6 +310,15 @@ export const gatewaySchema = z.strictObject({
     .default(10000)
     .describe(
       'Verified tokens kept in memory (signature checked once; expiry, audience, scopes and revocation every request). 0: no cache.',
+    ),
+  invalid_token_cache_size: z
+    .number()
+    .int()
+    .min(0)
+    .max(1_000_000)
+    .default(10000)
+    .describe(
+      'Tokens that failed verification for a reason fixed by the token itself (malformed, algorithm, typ, issuer, claims, signature) remembered by SHA-256 for a minute, so a forged token sent again costs no signature check; it is still refused and recorded each time. An unknown kid is never remembered (the key may be published later). 0: no cache.',
     ),
   identity_header_prefix: z
     .string()
@@ -565,7 +591,7 @@ export const configSchema = z.strictObject({
         .refine((v) => /^rediss?:\/\//.test(v), { message: 'must start with redis:// or rediss://' })
         .optional()
         .describe(
-          'Redis for state shared by several nodes (rate-limit counters). Unset: counters live in each process.',
+          'Redis for state shared by several nodes (rate-limit counters, the DPoP proof jti replay cache). Unset: counters live in each process and DPoP jtis in the database.',
         ),
       key_prefix: z.string().max(100).default('portcullis:').describe('Prefix of every Redis key Portcullis writes.'),
     })

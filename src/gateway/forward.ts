@@ -114,6 +114,8 @@ export interface ForwarderOptions {
   connections: number;
   connectTimeoutMs: number;
   identityHeaderPrefix: string;
+  /** gateway.public_origin: what X-Forwarded-Proto/Host say; else http and the request's Host. */
+  publicOrigin?: string | undefined;
   log: Logger;
 }
 
@@ -128,9 +130,14 @@ export class Forwarder {
   private readonly idClient: string;
   private readonly idScope: string;
   private readonly idJti: string;
+  private readonly forwardedProto: string;
+  private readonly forwardedHost: string | undefined;
 
   constructor(opts: ForwarderOptions) {
     this.opts = opts;
+    const origin = opts.publicOrigin === undefined ? undefined : new URL(opts.publicOrigin);
+    this.forwardedProto = origin ? origin.protocol.slice(0, -1) : 'http';
+    this.forwardedHost = origin?.host;
     const p = opts.identityHeaderPrefix;
     this.idSub = `${p}sub`;
     this.idClient = `${p}client-id`;
@@ -165,8 +172,9 @@ export class Forwarder {
       if ((name === 'authorization' || name === 'dpop') && !route.forwardAuthorization) continue;
       out.push(name, f[i + 1] as string);
     }
-    out.push('x-forwarded-for', input.clientIp, 'x-forwarded-proto', 'http');
-    if (headers.host !== undefined) out.push('x-forwarded-host', headers.host);
+    out.push('x-forwarded-for', input.clientIp, 'x-forwarded-proto', this.forwardedProto);
+    const host = this.forwardedHost ?? headers.host;
+    if (host !== undefined) out.push('x-forwarded-host', host);
     if (route.identityHeaders)
       out.push(this.idSub, token.sub, this.idClient, token.clientId, this.idScope, token.scope, this.idJti, token.jti);
     return out;

@@ -48,9 +48,13 @@ export async function startGateway(ctx: OAuthContext, g: GatewayConfig): Promise
     connections: g.upstream_connections,
     connectTimeoutMs: g.connect_timeout * 1000,
     identityHeaderPrefix: g.identity_header_prefix,
+    publicOrigin: g.public_origin,
     log: ctx.log,
   });
   const skew = g.clock_skew;
+  // RFC 9449 §4.3 htu: the URL the client addressed. Behind a TLS-terminating proxy only gateway.public_origin
+  // knows it; without it, the Host header over plain http (client-sent X-Forwarded-* are never believed).
+  const publicOrigin = g.public_origin;
 
   const sendDenial = (
     req: IncomingMessage,
@@ -171,7 +175,7 @@ export async function startGateway(ctx: OAuthContext, g: GatewayConfig): Promise
         route,
         token,
         cred,
-        { method, url: `http://${headers.host ?? ''}${path}` },
+        { method, url: `${publicOrigin ?? `http://${headers.host ?? ''}`}${path}` },
         now,
         skew,
       );
