@@ -19,6 +19,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Browser } from './helpers/browser.ts';
 import { readEvents } from './helpers/db.ts';
 import { bearer, call, startUpstream, type Upstream } from './helpers/gateway.ts';
+import { metricValue } from './helpers/metrics.ts';
 import { API, BILLING, baseConfig, claimsOf, fetchJwks, getToken, postForm, revoke, secret } from './helpers/oauth.ts';
 import { freePort, type RunningServer, startServer } from './helpers/server.ts';
 import { ALICE, authorizeUrl, codeFlow, WEB_CB } from './helpers/signin.ts';
@@ -506,6 +507,61 @@ describe('forged tokens', () => {
     });
     expect(r.status).toBe(401);
     expect((await lastDenial())?.data).toMatchObject({ reason: 'bad_signature' });
+  });
+});
+
+describe('known-invalid tokens (gateway.invalid_token_cache_size)', () => {
+  const CHECKS = 'portcullis_gateway_token_checks_total';
+  const checks = async () => ({
+    full: await metricValue(server, CHECKS, { outcome: 'invalid' }),
+    cached: await metricValue(server, CHECKS, { outcome: 'invalid_cached' }),
+  });
+
+  it('a forged token sent again is refused (401, gateway.denied each time) without a second signature check', async () => {
+    const token = await svcToken('orders:read');
+    const [h, , sig] = token.split('.');
+    const forged = `${h}.${b64({ ...claimsOf(token), scope: 'orders:read orders:write', n: randomUUID() })}.${sig}`;
+    const before = await checks();
+    const deniedBefore = (await denials()).length;
+    for (let i = 0; i < 3; i++) {
+      const n = await reached(async () => {
+        const r = await call(gw, '/orders', { headers: bearer(forged) });
+        expect(r.status).toBe(401);
+        expect(r.json).toMatchObject({ error: 'invalid_token', error_description: 'the access token is not valid' });
+        expect(String(r.headers['www-authenticate'])).toMatch(/^Bearer realm="portcullis", error="invalid_token"/);
+      });
+      expect(n).toBe(0);
+    }
+    const after = await checks();
+    expect(after.full - before.full).toBe(1);
+    expect(after.cached - before.cached).toBe(2);
+    const denied = (await denials()).slice(deniedBefore);
+    expect(denied.map((e) => e.data.reason)).toEqual(['bad_signature', 'bad_signature', 'bad_signature']);
+    // On another route the refusal carries that route's challenge.
+    const other = await call(gw, '/mcp/x', { headers: bearer(forged) });
+    expect(other.status).toBe(401);
+    expect(String(other.headers['www-authenticate'])).toContain('oauth-protected-resource/mcp');
+  });
+
+  it('an unknown kid is never remembered (the key may be published later): checked in full every time', async () => {
+    const claims = await realClaims();
+    const { privateKey } = generateKeyPairSync('ec', { namedCurve: 'P-256' });
+    const input = `${b64({ alg: 'ES256', typ: 'at+jwt', kid: `later-${randomUUID()}` })}.${b64(claims)}`;
+    const sig = sign('sha256', Buffer.from(input), { key: privateKey, dsaEncoding: 'ieee-p1363' });
+    const token = `${input}.${sig.toString('base64url')}`;
+    const before = await checks();
+    for (let i = 0; i < 2; i++) expect((await call(gw, '/orders', { headers: bearer(token) })).status).toBe(401);
+    const after = await checks();
+    expect(after.full - before.full).toBe(2);
+    expect(after.cached - before.cached).toBe(0);
+    expect((await lastDenial())?.data).toMatchObject({ reason: 'unknown_kid' });
+  });
+
+  it('a valid token is unaffected: verified once, then served from the verified-token cache', async () => {
+    const token = await svcToken();
+    const before = await metricValue(server, CHECKS, { outcome: 'valid' });
+    for (let i = 0; i < 3; i++) expect((await call(gw, '/orders', { headers: bearer(token) })).status).toBe(200);
+    expect((await metricValue(server, CHECKS, { outcome: 'valid' })) - before).toBe(1);
   });
 });
 

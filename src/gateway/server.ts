@@ -42,7 +42,11 @@ function clientIp(req: IncomingMessage): string {
 export async function startGateway(ctx: OAuthContext, g: GatewayConfig): Promise<RunningGateway> {
   const table = new RouteTable(g, g.accepted_algorithms);
   const metadata = new MetadataIndex(ctx.config);
-  const verifier = new TokenVerifier(ctx, { algorithms: g.accepted_algorithms, cacheSize: g.token_cache_size });
+  const verifier = new TokenVerifier(ctx, {
+    algorithms: g.accepted_algorithms,
+    cacheSize: g.token_cache_size,
+    invalidCacheSize: g.invalid_token_cache_size,
+  });
   const usage = new UsageRecorder();
   const forwarder = new Forwarder({
     connections: g.upstream_connections,

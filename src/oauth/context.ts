@@ -13,6 +13,11 @@ import type { RevocationSet } from './revocation-set.ts';
 export interface OAuthMetrics {
   tokenIssued(clientId: string, grantType: string): void;
   tokenFailed(clientId: string, grantType: string, error: string): void;
+  /**
+   * The gateway checked a token not in its verified-token cache: in full, with a valid or invalid result, or
+   * refused from its cache of known-invalid tokens (no signature check).
+   */
+  gatewayTokenCheck(outcome: 'valid' | 'invalid' | 'invalid_cached'): void;
 }
 
 /** Everything the framework-free protocol code needs, built once in main.ts. */
