@@ -33,6 +33,7 @@ import { RedisBus } from './storage/bus/redis.ts';
 import { GroupCommitter } from './storage/group-commit.ts';
 import type { Storage } from './storage/ports.ts';
 import { RedisLimiter } from './storage/redis/rate-limiter.ts';
+import { RedisReplayStore } from './storage/redis/replay-store.ts';
 import { openStorage } from './storage/sql/sql-storage.ts';
 
 export function createLogger(config: Pick<Config, 'log'>): Logger {
@@ -224,6 +225,7 @@ export async function startServer(config: Config, opts: { demo: boolean; log?: L
   const events = new GroupCommitter(storage, { maxWaitMs: config.storage.group_commit_ms });
   const clients = new CachedClientRegistry(storage, storage.dialect === 'sqlite' ? 60_000 : 1_000);
   const limiter = await openLimiter(config, clock, log);
+  const dpopReplay = await openDpopReplay(config, clock, storage, log);
   const metrics = createMetrics({ revocations: () => revocations.size, eventsWritten: () => events.written });
 
   let marker = storage.externalChangeMarker();
@@ -246,6 +248,7 @@ export async function startServer(config: Config, opts: { demo: boolean; log?: L
     clients,
     metrics,
     limiter,
+    dpopReplay,
     log,
     async refresh(opts?: { force?: boolean }) {
       // The hot path (token issuance) looks at the marker at most every 5 ms: under load the event-writer thread
@@ -384,6 +387,7 @@ export async function startServer(config: Config, opts: { demo: boolean; log?: L
         await events.close();
         await keys.close();
         await limiter.close();
+        await dpopReplay?.close();
         await storage.events.append({ type: 'server.stopped', at: clock.nowMs(), actor: 'shutdown', data: {} });
         await storage.close();
       })();
@@ -433,6 +437,29 @@ async function openLimiter(config: Config, clock: Clock, log: Logger): Promise<L
   }
   log.info({ prefix: config.redis.key_prefix }, 'rate-limit counters in Redis');
   return redis;
+}
+
+/** DPoP proof jtis in Redis when redis.url is set (one SET NX per proof, shared by every node); else undefined. */
+async function openDpopReplay(
+  config: Config,
+  clock: Clock,
+  storage: Storage,
+  log: Logger,
+): Promise<RedisReplayStore | undefined> {
+  if (!config.redis.url) return undefined;
+  const replay = new RedisReplayStore(config.redis.url, {
+    prefix: config.redis.key_prefix,
+    clock,
+    fallback: storage.replay,
+    log,
+  });
+  try {
+    await replay.ready();
+  } catch (e) {
+    await replay.close();
+    throw e;
+  }
+  return replay;
 }
 
 function printDemo(config: Config, url: string, c: DemoCredentials): void {
