@@ -400,5 +400,11 @@ export function migrations(dialect: 'sqlite' | 'postgres'): Record<string, Migra
         }
       },
     },
+    '0009_code_dpop_jkt': {
+      // Issue 5: an authorization code bound to a DPoP key by the dpop_jkt request parameter (RFC 9449 §10).
+      async up(db: Kysely<unknown>) {
+        await db.schema.alterTable('authorization_codes').addColumn('dpop_jkt', 'text').execute();
+      },
+    },
   };
 }
