@@ -4,8 +4,8 @@ import {
   type OAuthError,
   type ResourceChallenge,
 } from '../errors/oauth-error.ts';
-import type { OAuthContext } from '../oauth/context.ts';
 import { verifyOwnAccessToken } from '../oauth/tokens/access-token.ts';
+import type { GatewayContext } from './context.ts';
 import { Denial, type DenialReason } from './denial.ts';
 
 /** The facts of a verified access token the gateway uses on every request. Immutable; cached by token string. */
@@ -98,11 +98,11 @@ function decodeSegment(s: string): unknown {
  */
 export class TokenVerifier {
   private readonly cache = new Map<string, GatewayToken>();
-  private readonly ctx: OAuthContext;
+  private readonly ctx: GatewayContext;
   private readonly algorithms: ReadonlySet<string>;
   private readonly maxEntries: number;
 
-  constructor(ctx: OAuthContext, opts: { algorithms: readonly string[]; cacheSize: number }) {
+  constructor(ctx: GatewayContext, opts: { algorithms: readonly string[]; cacheSize: number }) {
     this.ctx = ctx;
     this.algorithms = new Set(opts.algorithms);
     this.maxEntries = opts.cacheSize;
