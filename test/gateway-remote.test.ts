@@ -4,13 +4,15 @@
  * GET /revocations feed (no network call per request), keeps its own events in its own SQLite file, and never
  * needs the KEK. Black box: both are real processes, the upstream is a real node:http server.
  */
+import { createHash, randomUUID } from 'node:crypto';
 import { existsSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { exportJWK, generateKeyPair, SignJWT } from 'jose';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { stringify as toYaml } from 'yaml';
 import { readEvents } from './helpers/db.ts';
 import { bearer, call, startUpstream, type Upstream } from './helpers/gateway.ts';
-import { API, baseConfig, claimsOf, getToken, kidOf, revoke, secret } from './helpers/oauth.ts';
+import { API, baseConfig, claimsOf, getToken, kidOf, postForm, revoke, secret } from './helpers/oauth.ts';
 import {
   type ConfigObject,
   freePort,
@@ -19,6 +21,7 @@ import {
   runPortcullis,
   startServer,
 } from './helpers/server.ts';
+import { serverNow } from './helpers/totp.ts';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
@@ -34,6 +37,8 @@ function gatewayConfig(gwPort: number): ConfigObject {
   return {
     log: { level: 'info' },
     revocation: { max_feed_lag: '1s' },
+    // Nonces at the gateway (RFC 9449 §9), though the server does not ask for them: derived without any KEK.
+    dpop: { require_nonce: true },
     resources: [{ identifier: API, scopes: ['orders:read', 'orders:write'] }],
     gateway: {
       listen: { host: '127.0.0.1', port: gwPort },
@@ -166,6 +171,64 @@ describe('portcullis start --role gateway', () => {
     expect(expired.status).toBe(401);
     expect(expired.headers['www-authenticate']).toMatch(/invalid_token/);
     await server.advanceClock(600);
+  });
+
+  it('an emergency key rotation at the server stops the old key at the gateway; the new key works', async () => {
+    const old = (await getToken(server, clients.svc, { scope: 'orders:read' })).access_token;
+    expect((await call(gw, '/orders/1', { headers: bearer(old) })).status).toBe(200);
+    const r = await server.cli(['keys', 'rotate', '--emergency', '--reason', 'remote gateway test']);
+    expect(r.code, r.stderr).toBe(0);
+    const ms = await msUntilStatus(gw, old, 401);
+    console.log(
+      `[gateway-remote] emergency rotation -> old-key token refused at the gateway after ${ms.toFixed(1)} ms`,
+    );
+    expect(ms).toBeLessThan(1000);
+    const fresh = (await getToken(server, clients.svc, { scope: 'orders:read' })).access_token;
+    expect(kidOf(fresh)).not.toBe(kidOf(old));
+    await msUntilStatus(gw, fresh, 200);
+  });
+
+  it('checks DPoP proofs with its own nonces and its own replay cache', async () => {
+    type KeyPair = Awaited<ReturnType<typeof generateKeyPair>>;
+    const k: KeyPair = await generateKeyPair('ES256');
+    const jwk = await exportJWK(k.publicKey);
+    const proof = async (method: string, url: string, extra: Record<string, unknown> = {}) =>
+      new SignJWT({
+        htm: method,
+        htu: url,
+        jti: randomUUID(),
+        iat: Math.floor((await serverNow(server)) / 1000),
+        ...extra,
+      })
+        .setProtectedHeader({ alg: 'ES256', typ: 'dpop+jwt', jwk })
+        .sign(k.privateKey);
+    const tr = await postForm(
+      `${server.url}/token`,
+      { grant_type: 'client_credentials', scope: 'orders:read' },
+      {
+        basic: [clients.svc.client_id, clients.svc.client_secret],
+        headers: { dpop: await proof('POST', `${server.issuer}/token`) },
+      },
+    );
+    expect(tr.status, tr.text).toBe(200);
+    const token = String(tr.json?.access_token);
+    const ath = createHash('sha256').update(token).digest('base64url');
+    const url = `${gw}/orders/7`;
+    const first = await call(gw, '/orders/7', {
+      headers: { authorization: `DPoP ${token}`, dpop: await proof('GET', url, { ath }) },
+    });
+    expect(first.status).toBe(401);
+    expect(String(first.headers['www-authenticate'])).toMatch(/error="use_dpop_nonce"/);
+    const nonce = String(first.headers['dpop-nonce']);
+    expect(nonce).toMatch(/^[A-Za-z0-9_-]{43}$/);
+    const good = await proof('GET', url, { ath, nonce });
+    const ok = await call(gw, '/orders/7', { headers: { authorization: `DPoP ${token}`, dpop: good } });
+    expect(ok.status, ok.text).toBe(200);
+    const replay = await call(gw, '/orders/7', { headers: { authorization: `DPoP ${token}`, dpop: good } });
+    expect(replay.status).toBe(401);
+    expect(String(replay.headers['www-authenticate'])).toMatch(/error="invalid_dpop_proof"/);
+    // A bound token presented as Bearer is refused.
+    expect((await call(gw, '/orders/7', { headers: bearer(token) })).status).toBe(401);
   });
 
   it('fails closed when the server is unreachable longer than revocation.max_feed_lag, and recovers', async () => {
