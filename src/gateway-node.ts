@@ -32,6 +32,12 @@ export async function startGatewayNode(config: Config, opts: { log?: Logger } = 
       'gateway.remote: is required with --role gateway (url, client_id and client_secret of the authorization server to follow)',
     ]);
   const log = opts.log ?? createLogger(config);
+  const feedUrl = new URL(remote.url);
+  if (feedUrl.protocol !== 'https:' && !['127.0.0.1', 'localhost', '[::1]'].includes(feedUrl.hostname))
+    log.warn(
+      { remote: remote.url },
+      'gateway.remote.url is plain http to another host: the feed credentials and the keys travel unprotected',
+    );
   const testClock = process.env.PORTCULLIS_TEST_CLOCK === '1' ? new OffsetClock() : undefined;
   if (testClock) log.warn('PORTCULLIS_TEST_CLOCK=1: the test clock route is enabled; never use this in production');
   const clock: Clock = testClock ?? systemClock;

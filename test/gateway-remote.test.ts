@@ -277,6 +277,9 @@ describe('portcullis start --role gateway', () => {
       expect(upstream.requests.length).toBe(requestsBefore + 1);
       const denied = await readEvents(second.node, "WHERE type = 'gateway.denied'");
       expect(denied[0]?.data.reason).toBe('unknown_kid');
+      await second.node.stop(); // SIGTERM: a clean exit (0), after writing server.stopped
+      const stopped = await readEvents(second.node, "WHERE type = 'server.stopped'");
+      expect(stopped.at(-1)?.data).toMatchObject({ role: 'gateway' });
     } finally {
       if (!server.running) await server.restart();
       await second?.node.close();

@@ -49,7 +49,7 @@ function scriptedFetch() {
 function source(fetchFn: typeof fetch) {
   const config = buildConfig({
     revocation: { max_feed_lag: '5s' },
-    gateway: { remote: { url: 'http://as.internal:9000', client_id: 'gw', client_secret: 'feed-secret' } },
+    gateway: { remote: { url: 'http://as.internal:9000/auth/', client_id: 'gw', client_secret: 'feed-secret' } },
   });
   const remote = config.gateway?.remote;
   if (!remote) throw new Error('no remote');
@@ -79,12 +79,13 @@ describe('RemoteGatewaySource', () => {
     expect(s.ready()).toBe(false);
     expect(s.ctx.revocations.healthy(Date.now())).toBe(false);
     expect(f.calls[1]?.searchParams.get('after')).toBe('1');
+    expect(f.calls[1]?.pathname).toBe('/auth/revocations'); // endpoints hang off the issuer's path
     await f.answer(page([rev(2)], 2, false));
     expect(s.ready()).toBe(true);
     expect(s.ctx.revocations.healthy(Date.now())).toBe(true);
     expect(s.ctx.revocations.size).toBe(2);
     // The issuer is the remote URL without trailing slash; the nonce key is not the KEK of any server.
-    expect(s.ctx.config.issuer).toBe('http://as.internal:9000');
+    expect(s.ctx.config.issuer).toBe('http://as.internal:9000/auth');
     expect(s.ctx.kek.source).toBe('gateway.remote.client_secret');
     await s.close();
   });

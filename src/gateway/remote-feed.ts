@@ -175,7 +175,8 @@ export class RemoteRevocationFeed {
   }
 
   private async request(after: number, wait: number): Promise<FeedAnswer> {
-    const u = new URL('/revocations', this.o.url);
+    // Appended to the base URL's path, as the server's other endpoints are to its issuer (discovery).
+    const u = new URL(`${this.o.url.replace(/\/+$/, '')}/revocations`);
     u.searchParams.set('after', String(after));
     u.searchParams.set('wait', String(wait));
     const basic = Buffer.from(
