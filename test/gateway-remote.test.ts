@@ -123,6 +123,9 @@ describe('portcullis start --role gateway', () => {
     const post = await call(gw, '/orders', { method: 'POST', headers: bearer(t) });
     expect(post.status).toBe(403);
     expect((await call(gw, '/orders/1')).status).toBe(401);
+    // RFC 9728 metadata sends clients to the remote authorization server.
+    const prm = await call(gw, '/.well-known/oauth-protected-resource');
+    expect(prm.json).toMatchObject({ resource: API, authorization_servers: [server.issuer] });
     // The gateway node never made a KEK (keys.kek_file points into its directory) and holds no signing key.
     expect(existsSync(join(gwNode.dir, 'kek'))).toBe(false);
     const ready = await readyz(gwNode);
