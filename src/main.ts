@@ -14,6 +14,7 @@ import {
   DEMO_USERNAME,
   DEMO_WEB_CLIENT_ID,
 } from './config/starter.ts';
+import { ConfigError } from './errors/oauth-error.ts';
 import { type RunningGateway, startGateway } from './gateway/server.ts';
 import { buildApp } from './http/app.ts';
 import { createMetrics } from './http/metrics.ts';
@@ -183,6 +184,12 @@ export interface RunningServer {
 
 /** Wiring: config -> storage -> keys -> services -> HTTP -> listen. */
 export async function startServer(config: Config, opts: { demo: boolean; log?: Logger }): Promise<RunningServer> {
+  // A configuration meant for a gateway running alone must not quietly start an authorization server (with its
+  // own KEK and signing keys) instead.
+  if (config.gateway?.remote)
+    throw new ConfigError([
+      'gateway.remote: set, so this configuration is for a gateway running alone: start it with --role gateway (or remove gateway.remote)',
+    ]);
   const log = opts.log ?? createLogger(config);
   const testClock = process.env.PORTCULLIS_TEST_CLOCK === '1' ? new OffsetClock() : undefined;
   if (testClock) log.warn('PORTCULLIS_TEST_CLOCK=1: the test clock route is enabled; never use this in production');
@@ -426,7 +433,7 @@ function openRevocationFeed(
 }
 
 /** Rate-limit counters: shared through Redis when redis.url is set (several nodes), else in this process. */
-async function openLimiter(config: Config, clock: Clock, log: Logger): Promise<Limiter> {
+export async function openLimiter(config: Config, clock: Clock, log: Logger): Promise<Limiter> {
   if (!config.redis.url) return new MemoryLimiter(clock);
   const redis = new RedisLimiter(config.redis.url, { prefix: config.redis.key_prefix, clock, log });
   try {
@@ -440,7 +447,7 @@ async function openLimiter(config: Config, clock: Clock, log: Logger): Promise<L
 }
 
 /** DPoP proof jtis in Redis when redis.url is set (one SET NX per proof, shared by every node); else undefined. */
-async function openDpopReplay(
+export async function openDpopReplay(
   config: Config,
   clock: Clock,
   storage: Storage,

@@ -342,6 +342,37 @@ export const gatewaySchema = z.strictObject({
   connect_timeout: duration('5s')
     .refine((v) => v >= 1, { message: 'must be at least 1s' })
     .describe('Longest wait to connect to an upstream (504 after it).'),
+  remote: z
+    .strictObject({
+      url: z
+        .url()
+        .refine((v) => /^https?:\/\//.test(v) && !v.includes('?') && !v.includes('#'), {
+          message: 'must be an http:// or https:// URL without query or fragment',
+        })
+        .describe(
+          'Base URL at which this gateway reaches the authorization server (its issuer, or an internal address of it); the gateway follows {url}/revocations.',
+        ),
+      issuer: z
+        .url()
+        .optional()
+        .describe(
+          "The authorization server's issuer identifier: access tokens must carry it as iss. Default: url (the top-level issuer is not used by a --role gateway node).",
+        ),
+      client_id: z
+        .string()
+        .min(1)
+        .describe('A client of the authorization server listed in its revocation.feed_clients (client_secret_basic).'),
+      client_secret: z
+        .string()
+        .min(1)
+        .describe(
+          "That client's secret. Use ${env:NAME} or ${file:PATH}. Gateways sharing it also share DPoP nonces (derived from it).",
+        ),
+    })
+    .optional()
+    .describe(
+      'Run this gateway apart from the authorization server (`portcullis start --role gateway`, required then): it gets the signing keys and revocations from {url}/revocations; no KEK, signing key or client is needed.',
+    ),
 });
 
 export const configSchema = z.strictObject({
@@ -647,7 +678,9 @@ export const configSchema = z.strictObject({
     .prefault({}),
   gateway: gatewaySchema
     .optional()
-    .describe('The API gateway: its own listener in the same process as the authorization server. Unset: no gateway.'),
+    .describe(
+      'The API gateway: its own listener, in the same process as the authorization server, or alone (`--role gateway`, with gateway.remote). Unset: no gateway.',
+    ),
   resources: z.array(resourceSchema).default([]),
   clients: z.array(clientSchema).default([]),
   users: z.array(userSchema).default([]),

@@ -11,7 +11,7 @@ import {
 } from '../errors/oauth-error.ts';
 import { noteRefusal } from '../identity/rate-limits.ts';
 import { randomId } from '../lib/crypto.ts';
-import type { OAuthContext } from '../oauth/context.ts';
+import type { GatewayContext } from './context.ts';
 import { Denial } from './denial.ts';
 import { checkDpop } from './dpop-check.ts';
 import { Forwarder, type ScannedHeaders, scanHeaders } from './forward.ts';
@@ -39,7 +39,7 @@ function clientIp(req: IncomingMessage): string {
  * method needs; refusals are RFC 6750 errors and gateway.denied events, allowed requests are forwarded and counted
  * into gateway.usage.
  */
-export async function startGateway(ctx: OAuthContext, g: GatewayConfig): Promise<RunningGateway> {
+export async function startGateway(ctx: GatewayContext, g: GatewayConfig): Promise<RunningGateway> {
   const table = new RouteTable(g, g.accepted_algorithms);
   const metadata = new MetadataIndex(ctx.config);
   const verifier = new TokenVerifier(ctx, {

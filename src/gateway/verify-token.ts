@@ -5,8 +5,8 @@ import {
   type ResourceChallenge,
 } from '../errors/oauth-error.ts';
 import { sha256 } from '../lib/crypto.ts';
-import type { OAuthContext } from '../oauth/context.ts';
 import { verifyOwnAccessToken } from '../oauth/tokens/access-token.ts';
+import type { GatewayContext } from './context.ts';
 import { Denial, type DenialReason } from './denial.ts';
 
 /** The facts of a verified access token the gateway uses on every request. Immutable; cached by token string. */
@@ -126,13 +126,13 @@ export class TokenVerifier {
   private readonly cache = new Map<string, GatewayToken>();
   /** Tokens that failed for a STABLE_FAILURES reason, by SHA-256 (base64url) of the token: a bounded size per entry. */
   private readonly invalid = new Map<string, KnownInvalid>();
-  private readonly ctx: OAuthContext;
+  private readonly ctx: GatewayContext;
   private readonly algorithms: ReadonlySet<string>;
   private readonly maxEntries: number;
   private readonly maxInvalid: number;
 
   constructor(
-    ctx: OAuthContext,
+    ctx: GatewayContext,
     opts: { algorithms: readonly string[]; cacheSize: number; invalidCacheSize?: number | undefined },
   ) {
     this.ctx = ctx;
