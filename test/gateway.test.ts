@@ -207,6 +207,36 @@ describe('allowed requests', () => {
     expect(r.headers['keep-alive']).toBeUndefined();
   });
 
+  it('passes the response through as sent: status, repeated Set-Cookie, sized or chunked body, HEAD', async () => {
+    upstream.on('/stream/as-sent', (req, res) => {
+      req.resume();
+      res.setHeader('set-cookie', ['a=1; Path=/', 'b=2; Path=/']);
+      if (req.url?.endsWith('/chunked')) {
+        res.writeHead(201, { 'content-type': 'text/plain' });
+        res.write('part one, ');
+        setTimeout(() => res.end('part two'), 50);
+        return;
+      }
+      res.writeHead(202, { 'content-type': 'text/plain', 'content-length': 5 });
+      res.end(req.method === 'HEAD' ? undefined : 'sized');
+    });
+    const headers = bearer(await svcToken());
+    const sized = await call(gw, '/stream/as-sent/sized', { headers });
+    expect(sized.status, sized.text).toBe(202);
+    expect(sized.text).toBe('sized');
+    expect(sized.headers['content-length']).toBe('5');
+    expect(sized.headers['set-cookie']).toEqual(['a=1; Path=/', 'b=2; Path=/']);
+    const chunked = await call(gw, '/stream/as-sent/chunked', { headers });
+    expect(chunked.status, chunked.text).toBe(201);
+    expect(chunked.text).toBe('part one, part two');
+    expect(chunked.headers['transfer-encoding']).toBe('chunked');
+    expect(chunked.headers['set-cookie']).toEqual(['a=1; Path=/', 'b=2; Path=/']);
+    const head = await call(gw, '/stream/as-sent/sized', { method: 'HEAD', headers });
+    expect(head.status).toBe(202);
+    expect(head.text).toBe('');
+    expect(head.headers['content-length']).toBe('5');
+  });
+
   it('accepts the scheme name in any case (RFC 9110 §11.1)', async () => {
     const token = await svcToken();
     for (const scheme of ['Bearer', 'bearer', 'BEARER', 'bEaReR']) {

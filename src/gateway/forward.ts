@@ -183,7 +183,9 @@ export class Forwarder {
   forward(input: ForwardInput): void {
     const { req, res, route } = input;
     const handler = new ProxyHandler(res, route.name, this.opts.log);
-    res.on('close', () => handler.clientClosed());
+    // One shared listener (no closure per request): the handler is found on the response.
+    (res as HandledResponse)[kHandler] = handler;
+    res.once('close', onClientClose);
     try {
       this.pool(route.origin).dispatch(
         {
@@ -207,8 +209,25 @@ export class Forwarder {
   }
 }
 
+const kHandler = Symbol('proxyHandler');
+type HandledResponse = ServerResponse & { [kHandler]?: ProxyHandler };
+
+function onClientClose(this: HandledResponse): void {
+  this[kHandler]?.clientClosed();
+}
+
 function uncork(res: ServerResponse): void {
   res.uncork();
+}
+
+/** A single Content-Length value as a number, or -1 (absent, repeated or not a plain decimal). */
+function contentLength(v: string | string[] | undefined): number {
+  if (typeof v !== 'string' || v.length === 0 || v.length > 15) return -1;
+  for (let i = 0; i < v.length; i++) {
+    const c = v.charCodeAt(i);
+    if (c < 48 || c > 57) return -1;
+  }
+  return Number(v);
 }
 
 /** Writes the upstream response to the client as it arrives (undici's handler interface, with backpressure). */
@@ -218,6 +237,10 @@ class ProxyHandler implements Dispatcher.DispatchHandler {
   private readonly log: Logger;
   private controller: Dispatcher.DispatchController | undefined;
   private done = false;
+  /** No body byte written yet. */
+  private first = true;
+  /** The upstream's Content-Length (-1: none or not a plain number). */
+  private length = -1;
 
   constructor(res: ServerResponse, route: string, log: Logger) {
     this.res = res;
@@ -246,27 +269,41 @@ class ProxyHandler implements Dispatcher.DispatchHandler {
         : String(listed)
             .split(',')
             .map((t) => t.trim().toLowerCase());
-    const out: Record<string, string | string[]> = {};
+    // A flat [name, value, ...] list: node writes it as is, without building and re-validating a header object.
+    const out: (string | string[])[] = [];
     for (const name in headers) {
       const v = headers[name];
       if (v === undefined || RESPONSE_DROP.has(name) || extra?.includes(name)) continue;
-      out[name] = v;
+      out.push(name, v);
     }
-    this.res.writeHead(statusCode, out);
-    // Hold the socket until the body chunks that arrived with the headers are queued too: headers and a small body
-    // then leave in one write instead of two (node writes a response's head and first chunk separately).
-    this.res.cork();
-    process.nextTick(uncork, this.res);
+    this.res.writeHead(statusCode, out as string[]);
+    this.length = contentLength(headers['content-length']);
   }
 
   onResponseData(controller: Dispatcher.DispatchController, chunk: Buffer): void {
-    if (!this.res.write(chunk)) {
+    const res = this.res;
+    if (this.first) {
+      this.first = false;
+      if (chunk.length === this.length) {
+        // The whole body in one chunk (the usual small response): end() sends head and body in one write, with no
+        // extra tick. undici's onResponseEnd follows and finds the response already ended.
+        this.done = true;
+        res.end(chunk);
+        return;
+      }
+      // Hold the socket until the rest of what arrived with this chunk is queued too: head and first chunk then
+      // leave in one write instead of two (node writes a response's head and first chunk separately).
+      res.cork();
+      process.nextTick(uncork, res);
+    }
+    if (!res.write(chunk)) {
       controller.pause();
-      this.res.once('drain', () => controller.resume());
+      res.once('drain', () => controller.resume());
     }
   }
 
   onResponseEnd(): void {
+    if (this.done) return;
     this.done = true;
     this.res.end();
   }
