@@ -2,6 +2,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Logger } from 'pino';
 import { type Dispatcher, Pool } from 'undici';
 import type { Route } from './routes.ts';
+import { type ExchangeControl, type ExchangeSink, UpstreamPool } from './upstream-client.ts';
 import type { GatewayToken } from './verify-token.ts';
 
 /**
@@ -125,6 +126,7 @@ export interface ForwarderOptions {
  */
 export class Forwarder {
   private readonly pools = new Map<string, Pool>();
+  private readonly leanPools = new Map<string, UpstreamPool>();
   private readonly opts: ForwarderOptions;
   private readonly idSub: string;
   private readonly idClient: string;
@@ -158,6 +160,18 @@ export class Forwarder {
     return p;
   }
 
+  private leanPool(origin: string): UpstreamPool {
+    let p = this.leanPools.get(origin);
+    if (!p) {
+      p = new UpstreamPool(origin, {
+        connections: this.opts.connections,
+        connectTimeoutMs: this.opts.connectTimeoutMs,
+      });
+      this.leanPools.set(origin, p);
+    }
+    return p;
+  }
+
   /** The header list sent upstream. */
   upstreamHeaders(input: ForwardInput): string[] {
     const { route, token, headers } = input;
@@ -186,6 +200,16 @@ export class Forwarder {
     // One shared listener (no closure per request): the handler is found on the response.
     (res as HandledResponse)[kHandler] = handler;
     res.once('close', onClientClose);
+    if (!input.headers.hasBody && route.origin.startsWith('http:')) {
+      this.leanPool(route.origin).request(
+        req.method as string,
+        input.path,
+        this.upstreamHeaders(input),
+        route.timeoutMs,
+        handler,
+      );
+      return;
+    }
     try {
       this.pool(route.origin).dispatch(
         {
@@ -204,8 +228,9 @@ export class Forwarder {
   }
 
   async close(): Promise<void> {
-    await Promise.all([...this.pools.values()].map((p) => p.close()));
+    await Promise.all([...this.pools.values(), ...this.leanPools.values()].map((p) => p.close()));
     this.pools.clear();
+    this.leanPools.clear();
   }
 }
 
@@ -216,8 +241,8 @@ function onClientClose(this: HandledResponse): void {
   this[kHandler]?.clientClosed();
 }
 
-function uncork(res: ServerResponse): void {
-  res.uncork();
+function uncork(h: ProxyHandler): void {
+  h.uncork();
 }
 
 /** A single Content-Length value as a number, or -1 (absent, repeated or not a plain decimal). */
@@ -230,17 +255,26 @@ function contentLength(v: string | string[] | undefined): number {
   return Number(v);
 }
 
-/** Writes the upstream response to the client as it arrives (undici's handler interface, with backpressure). */
-class ProxyHandler implements Dispatcher.DispatchHandler {
+/** Names listed in a Connection field value (RFC 9110 §7.6.1), lower-case. */
+function connectionTokens(v: string): string[] {
+  return v.split(',').map((t) => t.trim().toLowerCase());
+}
+
+/**
+ * Writes the upstream response to the client as it arrives, with backpressure: undici's handler interface for
+ * requests with a body (and https upstreams), the lean client's (upstream-client.ts) for the rest.
+ */
+class ProxyHandler implements Dispatcher.DispatchHandler, ExchangeSink {
   private readonly res: ServerResponse;
   private readonly route: string;
   private readonly log: Logger;
-  private controller: Dispatcher.DispatchController | undefined;
+  private controller: Dispatcher.DispatchController | ExchangeControl | undefined;
   private done = false;
   /** No body byte written yet. */
   private first = true;
   /** The upstream's Content-Length (-1: none or not a plain number). */
   private length = -1;
+  private corked = false;
 
   constructor(res: ServerResponse, route: string, log: Logger) {
     this.res = res;
@@ -250,7 +284,9 @@ class ProxyHandler implements Dispatcher.DispatchHandler {
 
   clientClosed(): void {
     // The client went away before the response ended: stop the upstream request too.
-    if (!this.done) this.controller?.abort(new Error('client closed the connection'));
+    if (this.done) return;
+    this.done = true;
+    this.controller?.abort(new Error('client closed the connection'));
   }
 
   onRequestStart(controller: Dispatcher.DispatchController): void {
@@ -263,12 +299,7 @@ class ProxyHandler implements Dispatcher.DispatchHandler {
     headers: Record<string, string | string[] | undefined>,
   ): void {
     const listed = headers.connection;
-    const extra =
-      listed === undefined
-        ? undefined
-        : String(listed)
-            .split(',')
-            .map((t) => t.trim().toLowerCase());
+    const extra = listed === undefined ? undefined : connectionTokens(String(listed));
     // A flat [name, value, ...] list: node writes it as is, without building and re-validating a header object.
     const out: (string | string[])[] = [];
     for (const name in headers) {
@@ -280,13 +311,54 @@ class ProxyHandler implements Dispatcher.DispatchHandler {
     this.length = contentLength(headers['content-length']);
   }
 
-  onResponseData(controller: Dispatcher.DispatchController, chunk: Buffer): void {
+  onHead(control: ExchangeControl, statusCode: number, headers: string[]): void {
+    this.controller = control;
+    if (this.done) {
+      control.abort();
+      return;
+    }
+    let extra: string[] | undefined;
+    for (let i = 0; i < headers.length; i += 2)
+      if (headers[i] === 'connection') extra = (extra ?? []).concat(connectionTokens(headers[i + 1] as string));
+    const out: string[] = [];
+    let length: string | undefined;
+    let lengths = 0;
+    for (let i = 0; i < headers.length; i += 2) {
+      const name = headers[i] as string;
+      if (RESPONSE_DROP.has(name) || extra?.includes(name)) continue;
+      if (name === 'content-length') {
+        length = headers[i + 1];
+        lengths++;
+      }
+      out.push(name, headers[i + 1] as string);
+    }
+    this.res.writeHead(statusCode, out);
+    this.length = lengths === 1 ? contentLength(length) : -1;
+  }
+
+  onData(control: ExchangeControl, chunk: Buffer): void {
+    if (this.done) {
+      control.abort();
+      return;
+    }
+    this.onResponseData(control, chunk);
+  }
+
+  onEnd(): void {
+    this.onResponseEnd();
+  }
+
+  onFail(code: string, timeout: boolean): void {
+    this.failed(code, timeout);
+  }
+
+  onResponseData(controller: Dispatcher.DispatchController | ExchangeControl, chunk: Buffer): void {
     const res = this.res;
     if (this.first) {
       this.first = false;
       if (chunk.length === this.length) {
         // The whole body in one chunk (the usual small response): end() sends head and body in one write, with no
-        // extra tick. undici's onResponseEnd follows and finds the response already ended.
+        // extra tick. The end of the upstream response follows and finds the response already ended.
         this.done = true;
         res.end(chunk);
         return;
@@ -294,7 +366,8 @@ class ProxyHandler implements Dispatcher.DispatchHandler {
       // Hold the socket until the rest of what arrived with this chunk is queued too: head and first chunk then
       // leave in one write instead of two (node writes a response's head and first chunk separately).
       res.cork();
-      process.nextTick(uncork, res);
+      this.corked = true;
+      process.nextTick(uncork, this);
     }
     if (!res.write(chunk)) {
       controller.pause();
@@ -302,16 +375,34 @@ class ProxyHandler implements Dispatcher.DispatchHandler {
     }
   }
 
+  /**
+   * Must run before end(): while a response is corked, node holds chunked-encoded writes back and end() would send
+   * the last chunk (0) before them, so the client would read the rest as the start of the next response.
+   */
+  uncork(): void {
+    if (!this.corked) return;
+    this.corked = false;
+    this.res.uncork();
+  }
+
   onResponseEnd(): void {
     if (this.done) return;
     this.done = true;
+    this.uncork();
     this.res.end();
   }
 
   onResponseError(_controller: Dispatcher.DispatchController | undefined, err: Error): void {
+    const code = (err as { code?: string }).code ?? 'unknown';
+    this.failed(
+      code,
+      code === 'UND_ERR_HEADERS_TIMEOUT' || code === 'UND_ERR_CONNECT_TIMEOUT' || code === 'UND_ERR_BODY_TIMEOUT',
+    );
+  }
+
+  private failed(code: string, timeout: boolean): void {
     if (this.done) return;
     this.done = true;
-    const code = (err as { code?: string }).code ?? 'unknown';
     const res = this.res;
     if (res.destroyed || res.writableEnded) return;
     if (res.headersSent) {
@@ -320,8 +411,6 @@ class ProxyHandler implements Dispatcher.DispatchHandler {
       res.destroy();
       return;
     }
-    const timeout =
-      code === 'UND_ERR_HEADERS_TIMEOUT' || code === 'UND_ERR_CONNECT_TIMEOUT' || code === 'UND_ERR_BODY_TIMEOUT';
     this.log.warn({ route: this.route, code }, timeout ? 'upstream timed out' : 'upstream unreachable');
     const body = JSON.stringify(
       timeout
