@@ -108,6 +108,17 @@ describe('upstream connection reuse', () => {
     }
     expect(accepted).toBe(before);
   });
+  it("does not reuse a connection past the upstream's Keep-Alive timeout hint (less a second of margin)", async () => {
+    await call(gw, '/raw/hint-0', { headers: bearer(token) });
+    const before = accepted;
+    for (let i = 1; i <= 3; i++) {
+      scripts.set(`/raw/hint-${i}`, { now: ok(`hint ${i}`, 'keep-alive: timeout=1\r\n') });
+      const r = await call(gw, `/raw/hint-${i}`, { headers: bearer(token) });
+      expect(r.text).toBe(`hint ${i}`);
+    }
+    // The first hinted answer came on the kept connection; each later request needed a new one.
+    expect(accepted - before).toBe(2);
+  });
 });
 
 describe('upstream framing', () => {

@@ -65,6 +65,16 @@ const BAD_VALUE = /[^\t\x20-\x7e\x80-\xff]/;
 /** RFC 9112 §3.2 origin-form: no whitespace or controls. */
 const BAD_TARGET = /[^\x21-\x7e\x80-\xff]/;
 
+/**
+ * The upstream's own idle limit from `Keep-Alive: timeout=N` (seconds), less a second of margin so a request is
+ * never written into a connection the upstream is closing; `current` when there is no usable hint.
+ */
+function keepAliveLimit(value: string, current: number): number {
+  const m = /(?:^|[,;\s])timeout\s*=\s*(\d+)/i.exec(value);
+  if (!m) return current;
+  return Math.min(current, Math.max(0, Number(m[1]) * 1000 - 1000));
+}
+
 class Connection implements ExchangeControl {
   readonly socket: Socket;
   private readonly parser: NativeParser;
@@ -80,12 +90,15 @@ class Connection implements ExchangeControl {
   closed = false;
   /** In the pool's idle list. */
   isIdle = false;
+  /** How long this connection may stay idle (lowered by the upstream's Keep-Alive: timeout hint). */
+  idleLimit: number;
   /** When the current exchange must have progressed by (connect, head, next body chunk); 0 while paused or idle. */
   deadline = 0;
   idleSince = 0;
 
   constructor(pool: UpstreamPool) {
     this.pool = pool;
+    this.idleLimit = pool.idleMs;
     this.socket = connect({ host: pool.host, port: pool.port });
     this.socket.setNoDelay(true);
     this.parser = new HTTPParser();
@@ -162,11 +175,19 @@ class Connection implements ExchangeControl {
     this.keepAlive = keepAlive;
     const out: string[] = new Array(raw.length);
     for (let i = 0; i < raw.length; i += 2) {
-      out[i] = (raw[i] as string).toLowerCase();
+      const name = (raw[i] as string).toLowerCase();
+      out[i] = name;
       out[i + 1] = raw[i + 1] as string;
+      if (name === 'keep-alive') this.idleLimit = keepAliveLimit(raw[i + 1] as string, this.idleLimit);
     }
     this.deadline = performance.now() + ex.timeoutMs;
-    ex.sink.onHead(this, statusCode, out);
+    try {
+      ex.sink.onHead(this, statusCode, out);
+    } catch {
+      // Whatever the writer could not take (a field node:http refuses to send): the exchange fails, cleanly.
+      this.fail('UPSTREAM_BAD_RESPONSE', false);
+      return 0;
+    }
     // 1 tells llhttp the response has no body (RFC 9110 §9.3.2: a HEAD response's Content-Length is not framing).
     return ex.isHead ? 1 : 0;
   }
@@ -175,7 +196,11 @@ class Connection implements ExchangeControl {
     const ex = this.ex;
     if (this.closed || !ex || !this.answered) return;
     if (!this.paused) this.deadline = performance.now() + ex.timeoutMs;
-    ex.sink.onData(this, chunk);
+    try {
+      ex.sink.onData(this, chunk);
+    } catch {
+      this.fail('UPSTREAM_BAD_RESPONSE', false);
+    }
   }
 
   private onMessageComplete(): void {
@@ -260,7 +285,7 @@ export class UpstreamPool {
   readonly port: number;
   readonly connectTimeoutMs: number;
   private readonly max: number;
-  private readonly idleMs: number;
+  readonly idleMs: number;
   private readonly authority: string;
   private readonly idle: Connection[] = [];
   private readonly all = new Set<Connection>();
@@ -310,7 +335,7 @@ export class UpstreamPool {
     const now = performance.now();
     for (let c = this.idle.pop(); c; c = this.idle.pop()) {
       c.isIdle = false;
-      if (!c.closed && now - c.idleSince < this.idleMs) return c;
+      if (!c.closed && now - c.idleSince < c.idleLimit) return c;
       c.destroy();
     }
     if (this.all.size >= this.max) return undefined;
@@ -346,7 +371,7 @@ export class UpstreamPool {
     const now = performance.now();
     for (const c of this.all) {
       if (c.deadline !== 0 && now > c.deadline) c.fail('UPSTREAM_TIMEOUT', true);
-      else if (c.isIdle && now - c.idleSince >= this.idleMs) c.destroy();
+      else if (c.isIdle && now - c.idleSince >= c.idleLimit) c.destroy();
     }
   }
 
