@@ -17,6 +17,7 @@ import {
   DEMO_USERNAME,
   DEMO_WEB_CLIENT_ID,
 } from './config/starter.ts';
+import { ConfigError } from './errors/oauth-error.ts';
 import { type RunningGateway, startGateway } from './gateway/server.ts';
 import { buildApp } from './http/app.ts';
 import { createMetrics } from './http/metrics.ts';
@@ -36,6 +37,7 @@ import { RedisBus } from './storage/bus/redis.ts';
 import { GroupCommitter } from './storage/group-commit.ts';
 import type { Storage } from './storage/ports.ts';
 import { RedisLimiter } from './storage/redis/rate-limiter.ts';
+import { RedisReplayStore } from './storage/redis/replay-store.ts';
 import { openStorage } from './storage/sql/sql-storage.ts';
 
 export function createLogger(config: Pick<Config, 'log'>): Logger {
@@ -185,6 +187,12 @@ export interface RunningServer {
 
 /** Wiring: config -> storage -> keys -> services -> HTTP -> listen. */
 export async function startServer(config: Config, opts: { demo: boolean; log?: Logger }): Promise<RunningServer> {
+  // A configuration meant for a gateway running alone must not quietly start an authorization server (with its
+  // own KEK and signing keys) instead.
+  if (config.gateway?.remote)
+    throw new ConfigError([
+      'gateway.remote: set, so this configuration is for a gateway running alone: start it with --role gateway (or remove gateway.remote)',
+    ]);
   const log = opts.log ?? createLogger(config);
   const testClock = process.env.PORTCULLIS_TEST_CLOCK === '1' ? new OffsetClock() : undefined;
   if (testClock) log.warn('PORTCULLIS_TEST_CLOCK=1: the test clock route is enabled; never use this in production');
@@ -230,6 +238,7 @@ export async function startServer(config: Config, opts: { demo: boolean; log?: L
   const events = new GroupCommitter(storage, { maxWaitMs: config.storage.group_commit_ms });
   const clients = new CachedClientRegistry(storage, storage.dialect === 'sqlite' ? 60_000 : 1_000);
   const limiter = await openLimiter(config, clock, log);
+  const dpopReplay = await openDpopReplay(config, clock, storage, log);
   const metrics = createMetrics({
     revocations: () => revocations.size,
     eventsWritten: () => events.written,
@@ -256,6 +265,7 @@ export async function startServer(config: Config, opts: { demo: boolean; log?: L
     clients,
     metrics,
     limiter,
+    dpopReplay,
     log,
     async refresh(opts?: { force?: boolean }) {
       // The hot path (token issuance) looks at the marker at most every 5 ms: under load the event-writer thread
@@ -394,6 +404,7 @@ export async function startServer(config: Config, opts: { demo: boolean; log?: L
         await events.close();
         await keys.close();
         await limiter.close();
+        await dpopReplay?.close();
         await storage.events.append({ type: 'server.stopped', at: clock.nowMs(), actor: 'shutdown', data: {} });
         await sealer?.stop(); // seals everything committed, server.stopped included
         await exporter?.stop(); // one last round sends what that seal added (best effort)
@@ -429,7 +440,7 @@ function openExporter(
 }
 
 /** The audit sealer (src/audit/sealer.ts): seals committed events and signs a checkpoint every interval. */
-async function openSealer(
+export async function openSealer(
   config: Config,
   storage: Storage,
   kek: Kek,
@@ -480,7 +491,7 @@ function openRevocationFeed(
 }
 
 /** Rate-limit counters: shared through Redis when redis.url is set (several nodes), else in this process. */
-async function openLimiter(config: Config, clock: Clock, log: Logger): Promise<Limiter> {
+export async function openLimiter(config: Config, clock: Clock, log: Logger): Promise<Limiter> {
   if (!config.redis.url) return new MemoryLimiter(clock);
   const redis = new RedisLimiter(config.redis.url, { prefix: config.redis.key_prefix, clock, log });
   try {
@@ -491,6 +502,29 @@ async function openLimiter(config: Config, clock: Clock, log: Logger): Promise<L
   }
   log.info({ prefix: config.redis.key_prefix }, 'rate-limit counters in Redis');
   return redis;
+}
+
+/** DPoP proof jtis in Redis when redis.url is set (one SET NX per proof, shared by every node); else undefined. */
+export async function openDpopReplay(
+  config: Config,
+  clock: Clock,
+  storage: Storage,
+  log: Logger,
+): Promise<RedisReplayStore | undefined> {
+  if (!config.redis.url) return undefined;
+  const replay = new RedisReplayStore(config.redis.url, {
+    prefix: config.redis.key_prefix,
+    clock,
+    fallback: storage.replay,
+    log,
+  });
+  try {
+    await replay.ready();
+  } catch (e) {
+    await replay.close();
+    throw e;
+  }
+  return replay;
 }
 
 function printDemo(config: Config, url: string, c: DemoCredentials): void {

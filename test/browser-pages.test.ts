@@ -144,6 +144,7 @@ d('real browser: sign-in and consent', () => {
     await shot(page, 'logout');
     await page.getByRole('button', { name: 'Sign out' }).click();
     await expect.poll(() => landed.length, { timeout: 10_000 }).toBe(1);
+    await page.waitForURL(/^https:\/\/app\.example\.com\//); // the client page finished loading
     expect(landed[0]).toBe('https://app.example.com/bye?state=x');
     expect(await context.cookies(server.url)).toEqual([]);
 

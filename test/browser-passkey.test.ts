@@ -127,6 +127,7 @@ d('real browser: passkeys with a virtual authenticator', () => {
     await page.getByRole('button', { name: 'Allow' }).waitFor({ timeout: 15_000 });
     await page.getByRole('button', { name: 'Allow' }).click();
     await expect.poll(() => landed.length, { timeout: 10_000 }).toBe(1);
+    await page.waitForURL(/^https:\/\/app\.example\.com\//); // the client page finished loading
     const code1 = new URL(landed[0]!).searchParams.get('code')!;
     const t1 = await redeem(code1, first.verifier);
     expect(claimsOf(t1.id_token).acr).toBe('3');

@@ -110,6 +110,17 @@ describe('invalid configurations are refused', () => {
       'gateway.accepted_algorithms[0]',
     ],
     [
+      'gateway public_origin with a path',
+      (c) => Object.assign(c, { gateway: { public_origin: 'https://gw.example.com/api' } }),
+      'gateway.public_origin',
+      /must be an origin/,
+    ],
+    [
+      'gateway public_origin that is not http(s)',
+      (c) => Object.assign(c, { gateway: { public_origin: 'ftp://gw.example.com' } }),
+      'gateway.public_origin',
+    ],
+    [
       'parameter_bytes too small for an access token',
       (c) => Object.assign(c, { limits: { parameter_bytes: 100 } }),
       'limits.parameter_bytes',

@@ -6,11 +6,11 @@ import { randomUUID } from 'node:crypto';
 import { calculateJwkThumbprint, decodeJwt, exportJWK, generateKeyPair, type JWK, SignJWT } from 'jose';
 import * as oauth from 'oauth4webapi';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { Browser, formFields } from './helpers/browser.ts';
+import { Browser, formFields, queryOf } from './helpers/browser.ts';
 import { readEvents } from './helpers/db.ts';
 import { basicAuth, type HttpResult, postForm, secret } from './helpers/oauth.ts';
 import { type RunningServer, startServer } from './helpers/server.ts';
-import { ALICE, authorizeUrl, codeFlow, signInConfig, signInFrom, WEB_CB } from './helpers/signin.ts';
+import { ALICE, authorizeUrl, codeFlow, PAR_CB, signInConfig, signInFrom, WEB_CB } from './helpers/signin.ts';
 
 const DEVICE_GRANT = 'urn:ietf:params:oauth:grant-type:device_code';
 const insecure = { [oauth.allowInsecureRequests]: true } as const;
@@ -21,11 +21,13 @@ let nonceServer: RunningServer;
 /** Both servers share the client secrets. */
 const svcSecret = secret();
 const boundSecret = secret();
+const parSecret = secret();
 
 function config(extra: Record<string, unknown> = {}) {
   const c = signInConfig();
   const clients = c.config.clients as Array<Record<string, unknown>>;
   (clients.find((x) => x.client_id === 'svc') as Record<string, unknown>).client_secret = svcSecret;
+  (clients.find((x) => x.client_id === 'par-only') as Record<string, unknown>).client_secret = parSecret;
   clients.push(
     {
       client_id: 'bound-svc',
@@ -405,6 +407,179 @@ describe('hand-made proofs: every check refuses', () => {
     await ccToken(await proof(k, { claims: { htm: 'PUT' } }));
     const failed = await readEvents(server, 'WHERE type = ? AND client_id = ?', ['token.failed', 'svc']);
     expect(failed.some((e) => e.data.error === 'invalid_dpop_proof')).toBe(true);
+  });
+});
+
+describe('dpop_jkt: authorization codes bound to a DPoP key (RFC 9449 §10)', () => {
+  /** Redeems a code of the web client; with a proof by `k` when given. */
+  function redeem(code: string, verifier: string, k?: KeyPair, redirectUri = WEB_CB, clientId = 'web') {
+    const form = { grant_type: 'authorization_code', client_id: clientId, code, code_verifier: verifier };
+    return (async () =>
+      postForm(
+        `${server.url}/token`,
+        { ...form, redirect_uri: redirectUri },
+        {
+          ...(clientId === 'par-only' ? { basic: ['par-only', parSecret] as [string, string] } : {}),
+          headers: k ? { dpop: await proof(k) } : {},
+        },
+      ))();
+  }
+
+  it('/authorize with dpop_jkt: the code is redeemed only with a proof by that key (else invalid_grant, code kept)', async () => {
+    const k = await keyPair();
+    const other = await keyPair();
+    const { url, verifier } = authorizeUrl({ scope: 'orders:read', dpop_jkt: await thumbprint(k) });
+    const q = await codeFlow(new Browser(server.url), url);
+    const code = q.code as string;
+
+    const bare = await redeem(code, verifier);
+    expect(bare.status, bare.text).toBe(400);
+    expect(bare.json?.error).toBe('invalid_grant');
+    expect(bare.json?.error_description).toMatch(/bound to a DPoP key/);
+    const wrong = await redeem(code, verifier, other);
+    expect(wrong.status, wrong.text).toBe(400);
+    expect(wrong.json?.error).toBe('invalid_grant');
+    expect(wrong.json?.error_description).toMatch(/another key/);
+
+    // Neither attempt spent the code or revoked the grant: the key holder still redeems it.
+    const ok = await redeem(code, verifier, k);
+    expect(ok.status, ok.text).toBe(200);
+    expect(ok.json?.token_type).toBe('DPoP');
+    expect(decodeJwt(ok.json?.access_token as string).cnf).toEqual({ jkt: await thumbprint(k) });
+    const failed = await readEvents(server, 'WHERE type = ? AND client_id = ?', ['token.failed', 'web']);
+    expect(
+      failed.filter((e) => /dpop_jkt|another key than the dpop_jkt/.test(String(e.data.description))),
+    ).toHaveLength(2);
+  });
+
+  it('a malformed dpop_jkt is invalid_request (at /authorize, sent back to the client; at /par, JSON)', async () => {
+    for (const bad of ['short', `${'A'.repeat(42)}=`, 'A'.repeat(44)]) {
+      const b = new Browser(server.url);
+      const r = await b.get(authorizeUrl({ scope: 'orders:read', dpop_jkt: bad }).url);
+      expect(r.status, bad).toBe(303);
+      expect(queryOf(r.location), bad).toMatchObject({ error: 'invalid_request', state: 'st-123' });
+      expect(queryOf(r.location).error_description).toMatch(/dpop_jkt/);
+      const par = await postForm(`${server.url}/par`, {
+        client_id: 'web',
+        response_type: 'code',
+        redirect_uri: WEB_CB,
+        scope: 'orders:read',
+        code_challenge: 'E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM',
+        code_challenge_method: 'S256',
+        dpop_jkt: bad,
+      });
+      expect(par.status, bad).toBe(400);
+      expect(par.json).toMatchObject({ error: 'invalid_request' });
+    }
+  });
+
+  it('/par with dpop_jkt (confidential client): the code is bound the same way', async () => {
+    const k = await keyPair();
+    const other = await keyPair();
+    const { url, verifier } = authorizeUrl({
+      client_id: 'par-only',
+      redirect_uri: PAR_CB,
+      scope: 'orders:read',
+      dpop_jkt: await thumbprint(k),
+    });
+    const params = Object.fromEntries(new URL(url, server.url).searchParams);
+    const pushed = await postForm(`${server.url}/par`, params, { basic: ['par-only', parSecret] });
+    expect(pushed.status, pushed.text).toBe(201);
+    const q = await codeFlow(
+      new Browser(server.url),
+      `/authorize?client_id=par-only&request_uri=${encodeURIComponent(String(pushed.json?.request_uri))}`,
+    );
+    const code = q.code as string;
+    const wrong = await redeem(code, verifier, other, PAR_CB, 'par-only');
+    expect(wrong.json?.error, wrong.text).toBe('invalid_grant');
+    const ok = await redeem(code, verifier, k, PAR_CB, 'par-only');
+    expect(ok.status, ok.text).toBe(200);
+    expect(decodeJwt(ok.json?.access_token as string).cnf).toEqual({ jkt: await thumbprint(k) });
+  });
+
+  it('/par with a DPoP proof (oauth4webapi): binds the code to the proof key; a proof by another key is refused', async () => {
+    const as = await discover(server);
+    const client: oauth.Client = { client_id: 'web' };
+    const k = await keyPair();
+    const verifier = oauth.generateRandomCodeVerifier();
+    const pushed = await oauth.processPushedAuthorizationResponse(
+      as,
+      client,
+      await oauth.pushedAuthorizationRequest(
+        as,
+        client,
+        oauth.None(),
+        {
+          response_type: 'code',
+          redirect_uri: WEB_CB,
+          scope: 'orders:read',
+          state: 'st-123',
+          code_challenge: await oauth.calculatePKCECodeChallenge(verifier),
+          code_challenge_method: 'S256',
+        },
+        { DPoP: oauth.DPoP(client, k), ...insecure },
+      ),
+    );
+    const q = await codeFlow(
+      new Browser(server.url),
+      `/authorize?client_id=web&request_uri=${encodeURIComponent(pushed.request_uri)}`,
+    );
+    const params = oauth.validateAuthResponse(as, client, new URL(`${WEB_CB}?${new URLSearchParams(q)}`), 'st-123');
+    const otherKey = await keyPair();
+    const refused = await oauth
+      .authorizationCodeGrantRequest(as, client, oauth.None(), params, WEB_CB, verifier, {
+        DPoP: oauth.DPoP(client, otherKey),
+        ...insecure,
+      })
+      .then((r) => oauth.processAuthorizationCodeResponse(as, client, r))
+      .then(
+        () => undefined,
+        (e: unknown) => e,
+      );
+    expect(refused).toBeInstanceOf(oauth.ResponseBodyError);
+    expect((refused as oauth.ResponseBodyError).error).toBe('invalid_grant');
+    const tokens = await oauth.processAuthorizationCodeResponse(
+      as,
+      client,
+      await oauth.authorizationCodeGrantRequest(as, client, oauth.None(), params, WEB_CB, verifier, {
+        DPoP: oauth.DPoP(client, k),
+        ...insecure,
+      }),
+    );
+    expect(tokens.token_type).toBe('dpop');
+    expect(decodeJwt(tokens.access_token).cnf).toEqual({ jkt: await thumbprint(k) });
+  });
+
+  it('/par with a DPoP proof and a dpop_jkt naming another key is refused; an invalid proof too', async () => {
+    const k = await keyPair();
+    const other = await keyPair();
+    const body = {
+      client_id: 'web',
+      response_type: 'code',
+      redirect_uri: WEB_CB,
+      scope: 'orders:read',
+      code_challenge: 'E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM',
+      code_challenge_method: 'S256',
+    };
+    const parProof = (key: KeyPair, htu = `${server.issuer}/par`) => proof(key, { claims: { htu } });
+    const mismatch = await postForm(
+      `${server.url}/par`,
+      { ...body, dpop_jkt: await thumbprint(other) },
+      { headers: { dpop: await parProof(k) } },
+    );
+    expectDpopError(mismatch, /dpop_jkt/);
+    const wrongHtu = await postForm(`${server.url}/par`, body, {
+      headers: { dpop: await parProof(k, `${server.issuer}/token`) },
+    });
+    expectDpopError(wrongHtu, /htu/);
+    const same = await postForm(
+      `${server.url}/par`,
+      { ...body, dpop_jkt: await thumbprint(k) },
+      { headers: { dpop: await parProof(k) } },
+    );
+    expect(same.status, same.text).toBe(201);
+    const failed = await readEvents(server, "WHERE type = 'authorization.failed' AND client_id = 'web'");
+    expect(failed.some((e) => e.data.error === 'invalid_dpop_proof' && e.data.endpoint === 'par')).toBe(true);
   });
 });
 

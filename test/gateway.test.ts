@@ -19,6 +19,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Browser } from './helpers/browser.ts';
 import { readEvents } from './helpers/db.ts';
 import { bearer, call, startUpstream, type Upstream } from './helpers/gateway.ts';
+import { metricValue } from './helpers/metrics.ts';
 import { API, BILLING, baseConfig, claimsOf, fetchJwks, getToken, postForm, revoke, secret } from './helpers/oauth.ts';
 import { freePort, type RunningServer, startServer } from './helpers/server.ts';
 import { ALICE, authorizeUrl, codeFlow, WEB_CB } from './helpers/signin.ts';
@@ -28,6 +29,8 @@ let server: RunningServer;
 let upstream: Upstream;
 let gw: string;
 let clients: ReturnType<typeof baseConfig>['clients'];
+/** The first server's configuration, for a second gateway set up differently (public_origin). */
+let serverConfig: Record<string, unknown>;
 let mcpResource: string;
 const mcpClient = { client_id: 'mcp-client', client_secret: secret() };
 
@@ -95,6 +98,7 @@ beforeAll(async () => {
       },
     ],
   };
+  serverConfig = config;
   server = await startServer(config);
   gw = `http://127.0.0.1:${gwPort}`;
 });
@@ -201,6 +205,36 @@ describe('allowed requests', () => {
     expect(r.headers['x-end-to-end']).toBe('yes');
     expect(r.headers['x-upstream-hop']).toBeUndefined();
     expect(r.headers['keep-alive']).toBeUndefined();
+  });
+
+  it('passes the response through as sent: status, repeated Set-Cookie, sized or chunked body, HEAD', async () => {
+    upstream.on('/stream/as-sent', (req, res) => {
+      req.resume();
+      res.setHeader('set-cookie', ['a=1; Path=/', 'b=2; Path=/']);
+      if (req.url?.endsWith('/chunked')) {
+        res.writeHead(201, { 'content-type': 'text/plain' });
+        res.write('part one, ');
+        setTimeout(() => res.end('part two'), 50);
+        return;
+      }
+      res.writeHead(202, { 'content-type': 'text/plain', 'content-length': 5 });
+      res.end(req.method === 'HEAD' ? undefined : 'sized');
+    });
+    const headers = bearer(await svcToken());
+    const sized = await call(gw, '/stream/as-sent/sized', { headers });
+    expect(sized.status, sized.text).toBe(202);
+    expect(sized.text).toBe('sized');
+    expect(sized.headers['content-length']).toBe('5');
+    expect(sized.headers['set-cookie']).toEqual(['a=1; Path=/', 'b=2; Path=/']);
+    const chunked = await call(gw, '/stream/as-sent/chunked', { headers });
+    expect(chunked.status, chunked.text).toBe(201);
+    expect(chunked.text).toBe('part one, part two');
+    expect(chunked.headers['transfer-encoding']).toBe('chunked');
+    expect(chunked.headers['set-cookie']).toEqual(['a=1; Path=/', 'b=2; Path=/']);
+    const head = await call(gw, '/stream/as-sent/sized', { method: 'HEAD', headers });
+    expect(head.status).toBe(202);
+    expect(head.text).toBe('');
+    expect(head.headers['content-length']).toBe('5');
   });
 
   it('accepts the scheme name in any case (RFC 9110 §11.1)', async () => {
@@ -506,7 +540,99 @@ describe('forged tokens', () => {
   });
 });
 
+describe('known-invalid tokens (gateway.invalid_token_cache_size)', () => {
+  const CHECKS = 'portcullis_gateway_token_checks_total';
+  const checks = async () => ({
+    full: await metricValue(server, CHECKS, { outcome: 'invalid' }),
+    cached: await metricValue(server, CHECKS, { outcome: 'invalid_cached' }),
+  });
+
+  it('a forged token sent again is refused (401, gateway.denied each time) without a second signature check', async () => {
+    const token = await svcToken('orders:read');
+    const [h, , sig] = token.split('.');
+    const forged = `${h}.${b64({ ...claimsOf(token), scope: 'orders:read orders:write', n: randomUUID() })}.${sig}`;
+    const before = await checks();
+    const deniedBefore = (await denials()).length;
+    for (let i = 0; i < 3; i++) {
+      const n = await reached(async () => {
+        const r = await call(gw, '/orders', { headers: bearer(forged) });
+        expect(r.status).toBe(401);
+        expect(r.json).toMatchObject({ error: 'invalid_token', error_description: 'the access token is not valid' });
+        expect(String(r.headers['www-authenticate'])).toMatch(/^Bearer realm="portcullis", error="invalid_token"/);
+      });
+      expect(n).toBe(0);
+    }
+    const after = await checks();
+    expect(after.full - before.full).toBe(1);
+    expect(after.cached - before.cached).toBe(2);
+    const denied = (await denials()).slice(deniedBefore);
+    expect(denied.map((e) => e.data.reason)).toEqual(['bad_signature', 'bad_signature', 'bad_signature']);
+    // On another route the refusal carries that route's challenge.
+    const other = await call(gw, '/mcp/x', { headers: bearer(forged) });
+    expect(other.status).toBe(401);
+    expect(String(other.headers['www-authenticate'])).toContain('oauth-protected-resource/mcp');
+  });
+
+  it('an unknown kid is never remembered (the key may be published later): checked in full every time', async () => {
+    const claims = await realClaims();
+    const { privateKey } = generateKeyPairSync('ec', { namedCurve: 'P-256' });
+    const input = `${b64({ alg: 'ES256', typ: 'at+jwt', kid: `later-${randomUUID()}` })}.${b64(claims)}`;
+    const sig = sign('sha256', Buffer.from(input), { key: privateKey, dsaEncoding: 'ieee-p1363' });
+    const token = `${input}.${sig.toString('base64url')}`;
+    const before = await checks();
+    for (let i = 0; i < 2; i++) expect((await call(gw, '/orders', { headers: bearer(token) })).status).toBe(401);
+    const after = await checks();
+    expect(after.full - before.full).toBe(2);
+    expect(after.cached - before.cached).toBe(0);
+    expect((await lastDenial())?.data).toMatchObject({ reason: 'unknown_kid' });
+  });
+
+  it('a valid token is unaffected: verified once, then served from the verified-token cache', async () => {
+    const token = await svcToken();
+    const before = await metricValue(server, CHECKS, { outcome: 'valid' });
+    for (let i = 0; i < 3; i++) expect((await call(gw, '/orders', { headers: bearer(token) })).status).toBe(200);
+    expect((await metricValue(server, CHECKS, { outcome: 'valid' })) - before).toBe(1);
+  });
+});
+
 type KeyPair = Awaited<ReturnType<typeof generateKeyPair>>;
+
+/** A DPoP proof (RFC 9449 §4.2) for a request to url with method, bound to the access token when given. */
+async function proofFor(
+  k: KeyPair,
+  method: string,
+  url: string,
+  accessToken?: string,
+  over: Record<string, unknown> = {},
+  s: RunningServer = server,
+) {
+  const jwk = await exportJWK(k.publicKey);
+  return new SignJWT({
+    htm: method,
+    htu: url,
+    jti: randomUUID(),
+    iat: Math.floor((await serverNow(s)) / 1000),
+    ...(accessToken ? { ath: createHash('sha256').update(accessToken).digest('base64url') } : {}),
+    ...over,
+  })
+    .setProtectedHeader({ alg: 'ES256', typ: 'dpop+jwt', jwk })
+    .sign(k.privateKey);
+}
+
+/** An access token from svc bound to k (client_credentials with a DPoP proof). */
+async function boundToken(k: KeyPair, s: RunningServer = server): Promise<string> {
+  const r = await postForm(
+    `${s.url}/token`,
+    { grant_type: 'client_credentials', scope: 'orders:read' },
+    {
+      basic: [clients.svc.client_id, clients.svc.client_secret],
+      headers: { dpop: await proofFor(k, 'POST', `${s.issuer}/token`, undefined, {}, s) },
+    },
+  );
+  expect(r.status, r.text).toBe(200);
+  expect(r.json?.token_type).toBe('DPoP');
+  return r.json?.access_token as string;
+}
 
 describe('DPoP (RFC 9449)', () => {
   it('a route with dpop: required refuses a Bearer token with a DPoP challenge', async () => {
@@ -517,41 +643,6 @@ describe('DPoP (RFC 9449)', () => {
     );
     expect((await lastDenial())?.data).toMatchObject({ reason: 'dpop_required', route: 'dpop-only' });
   });
-
-  /** A DPoP proof (RFC 9449 §4.2) for a request to url with method, bound to the access token when given. */
-  async function proofFor(
-    k: KeyPair,
-    method: string,
-    url: string,
-    accessToken?: string,
-    over: Record<string, unknown> = {},
-  ) {
-    const jwk = await exportJWK(k.publicKey);
-    return new SignJWT({
-      htm: method,
-      htu: url,
-      jti: randomUUID(),
-      iat: Math.floor((await serverNow(server)) / 1000),
-      ...(accessToken ? { ath: createHash('sha256').update(accessToken).digest('base64url') } : {}),
-      ...over,
-    })
-      .setProtectedHeader({ alg: 'ES256', typ: 'dpop+jwt', jwk })
-      .sign(k.privateKey);
-  }
-
-  async function boundToken(k: KeyPair): Promise<string> {
-    const r = await postForm(
-      `${server.url}/token`,
-      { grant_type: 'client_credentials', scope: 'orders:read' },
-      {
-        basic: [clients.svc.client_id, clients.svc.client_secret],
-        headers: { dpop: await proofFor(k, 'POST', `${server.issuer}/token`) },
-      },
-    );
-    expect(r.status, r.text).toBe(200);
-    expect(r.json?.token_type).toBe('DPoP');
-    return r.json?.access_token as string;
-  }
 
   it('a DPoP-bound token with a valid proof passes, on DPoP-only and ordinary routes', async () => {
     const k = await generateKeyPair('ES256');
@@ -595,6 +686,86 @@ describe('DPoP (RFC 9449)', () => {
     // A bound token presented as Bearer is refused (RFC 9449 §7.2).
     expect((await call(gw, '/orders', { headers: bearer(token) })).status).toBe(401);
     expect((await lastDenial())?.data).toMatchObject({ reason: 'dpop_bound_token_as_bearer' });
+  });
+});
+
+describe('the origin clients use (htu, X-Forwarded-*, resource metadata)', () => {
+  it('without gateway.public_origin: http and the Host header; client-sent X-Forwarded-Proto/Host change nothing', async () => {
+    const k = await generateKeyPair('ES256');
+    const token = await boundToken(k);
+    const lying = { 'x-forwarded-proto': 'https', 'x-forwarded-host': 'gw.example.com' };
+    const https = await proofFor(k, 'GET', 'https://gw.example.com/secure', token);
+    const r = await call(gw, '/secure', { headers: { authorization: `DPoP ${token}`, dpop: https, ...lying } });
+    expect(r.status).toBe(401);
+    expect(r.json?.error_description).toMatch(/htu/);
+    const ok = await call(gw, '/secure', {
+      headers: { authorization: `DPoP ${token}`, dpop: await proofFor(k, 'GET', `${gw}/secure`, token), ...lying },
+    });
+    expect(ok.status, ok.text).toBe(200);
+    const seen = (ok.json as { headers: Record<string, string> }).headers;
+    expect(seen['x-forwarded-proto']).toBe('http');
+    expect(seen['x-forwarded-host']).toBe(new URL(gw).host);
+  });
+
+  describe('with gateway.public_origin (behind a TLS-terminating load balancer)', () => {
+    const PUBLIC = 'https://gw.example.com';
+    let lb: RunningServer;
+    let lbGw: string;
+    beforeAll(async () => {
+      const config = structuredClone(serverConfig);
+      const gwPort = await freePort();
+      const g = config.gateway as Record<string, unknown>;
+      config.gateway = { ...g, listen: { host: '127.0.0.1', port: gwPort }, public_origin: PUBLIC };
+      lb = await startServer(config);
+      lbGw = `http://127.0.0.1:${gwPort}`;
+    });
+    afterAll(async () => {
+      await lb?.close();
+    });
+
+    it('a proof must name the public origin in htu: one made for the address behind the balancer is refused', async () => {
+      const k = await generateKeyPair('ES256');
+      const token = await boundToken(k, lb);
+      const auth = `DPoP ${token}`;
+      for (const htu of [`${lbGw}/secure`, 'http://gw.example.com/secure', 'https://gw.example.com:8443/secure']) {
+        const n = await reached(async () => {
+          const r = await call(lbGw, '/secure', {
+            headers: { authorization: auth, dpop: await proofFor(k, 'GET', htu, token, {}, lb) },
+          });
+          expect(r.status, htu).toBe(401);
+          expect(r.json?.error_description, htu).toMatch(/htu/);
+        });
+        expect(n, htu).toBe(0);
+      }
+      const denied = await readEvents(lb, "WHERE type = 'gateway.denied'");
+      expect(denied.at(-1)?.data).toMatchObject({ reason: 'dpop_invalid', route: 'dpop-only' });
+      // Host says one thing, the public origin another: the public origin wins.
+      const r = await call(lbGw, '/secure', {
+        headers: { authorization: auth, dpop: await proofFor(k, 'GET', `${PUBLIC}/secure`, token, {}, lb) },
+      });
+      expect(r.status, r.text).toBe(200);
+    });
+
+    it('sends X-Forwarded-Proto https and the public host upstream, whatever the client claims', async () => {
+      const { access_token } = await getToken(lb, clients.svc, { scope: 'orders:read' });
+      const r = await call(lbGw, '/orders', {
+        headers: { ...bearer(access_token), 'x-forwarded-proto': 'http', 'x-forwarded-host': 'evil.example.com' },
+      });
+      expect(r.status, r.text).toBe(200);
+      const seen = (r.json as { headers: Record<string, string> }).headers;
+      expect(seen['x-forwarded-proto']).toBe('https');
+      expect(seen['x-forwarded-host']).toBe('gw.example.com');
+    });
+
+    it('WWW-Authenticate points to the resource metadata at the public origin', async () => {
+      const r = await call(lbGw, '/mcp/tools');
+      expect(r.status).toBe(401);
+      expect(String(r.headers['www-authenticate'])).toContain(
+        `resource_metadata="${PUBLIC}/.well-known/oauth-protected-resource/mcp"`,
+      );
+      const doc = await call(lbGw, '/.well-known/oauth-protected-resource/mcp');
+      expect(doc.json).toMatchObject({ resource: mcpResource });
+    });
   });
 });
 

@@ -1,4 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { sample } from './helpers/metrics.ts';
 import { BILLING, baseConfig, basicAuth, getToken, introspect, postForm, revoke } from './helpers/oauth.ts';
 import { type RunningServer, startServer } from './helpers/server.ts';
 
@@ -20,20 +21,6 @@ async function metrics(): Promise<string> {
   expect(res.status).toBe(200);
   expect(res.headers.get('content-type') ?? '').toMatch(/^text\/plain|openmetrics/);
   return res.text();
-}
-
-/** Sums the samples of `name` whose labels include every given label. */
-function sample(text: string, name: string, labels: Record<string, string>): number {
-  let total = 0;
-  for (const line of text.split('\n')) {
-    if (!line.startsWith(`${name}{`) && !line.startsWith(`${name} `)) continue;
-    const m = /^([a-zA-Z_:][\w:]*)(?:\{(.*)\})?\s+(\S+)/.exec(line);
-    if (!m || m[1] !== name) continue;
-    const got: Record<string, string> = {};
-    for (const lm of (m[2] ?? '').matchAll(/(\w+)="((?:[^"\\]|\\.)*)"/g)) got[lm[1]!] = lm[2]!;
-    if (Object.entries(labels).every(([k, v]) => got[k] === v)) total += Number(m[3]);
-  }
-  return total;
 }
 
 function labelNames(text: string): { client: string; grant: string } {

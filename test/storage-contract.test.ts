@@ -162,6 +162,7 @@ function code(hash: string, over: Partial<AuthorizationCodeRecord> = {}): Author
     created_at: T0,
     expires_at: T0 + 60_000,
     redeemed_at: null,
+    dpop_jkt: null,
     ...over,
   };
 }
@@ -593,6 +594,16 @@ describe.each(backends)('storage contract: %s', (name, make, available) => {
       expect(exp.status).toBe('expired');
       expect(exp.status !== 'not_found' && exp.code.redeemed_at).toBeNull();
       expect(await s.codes.purgeExpired(T0 + 60_001)).toBe(2);
+    });
+
+    it('codes: the DPoP key binding (dpop_jkt) round-trips', async () => {
+      const jkt = 'NzbLsXh8uDCcd-6MNwXF4W_7noWXFZAfHkxZsRGC9Xs';
+      await s.codes.insert(code('c-jkt', { dpop_jkt: jkt }));
+      expect((await s.codes.get('c-jkt'))?.dpop_jkt).toBe(jkt);
+      const r = await s.codes.consume('c-jkt', T0 + 1000);
+      expect(r.status === 'ok' && r.code.dpop_jkt).toBe(jkt);
+      await s.codes.insert(code('c-nojkt'));
+      expect((await s.codes.get('c-nojkt'))?.dpop_jkt).toBeNull();
     });
 
     it('codes: 20 concurrent consumes of one code (two handles) -> exactly one ok, the rest replayed', async () => {

@@ -20,10 +20,11 @@ import {
 const CHUNK = 2000;
 
 /** The log's origin (checkpoint line 1 and the audit key's name): audit.origin, else the issuer's host/path + /audit. */
-export function auditOrigin(config: Pick<Config, 'issuer' | 'audit'>): string {
+export function auditOrigin(config: Pick<Config, 'issuer' | 'audit' | 'gateway'>): string {
   if (config.audit.origin) return config.audit.origin;
   const u = new URL(config.issuer);
-  return `${u.host}${u.pathname.replace(/\/+$/, '')}/audit`;
+  // A gateway node (gateway.remote: `--role gateway`) keeps its own log, apart from the authorization server's.
+  return `${u.host}${u.pathname.replace(/\/+$/, '')}/audit${config.gateway?.remote ? '/gateway' : ''}`;
 }
 
 export function keyRecordVerifier(k: AuditKeyRecord): ParsedVerifierKey {

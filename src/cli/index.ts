@@ -1,6 +1,6 @@
 import { existsSync, writeFileSync } from 'node:fs';
 import { resolve } from 'node:path';
-import { Command } from 'commander';
+import { Command, Option } from 'commander';
 import { starterConfig } from '../config/starter.ts';
 import { unlockUser } from '../identity/account-guard.ts';
 import { resetMfa } from '../identity/mfa.ts';
@@ -32,15 +32,26 @@ export async function runCli(argv: string[]): Promise<void> {
   program
     .command('start')
     .description(
-      'run the authorization server, and the API gateway on its own listener when `gateway` is configured (demo on ./data when no --config is given)',
+      'run the authorization server, and the API gateway on its own listener when `gateway` is configured (demo on ./data when no --config is given); --role gateway runs the gateway alone against gateway.remote',
     )
     .addOption(configOpt())
-    .action(async (o: { config?: string }) => {
+    .addOption(
+      new Option(
+        '--role <role>',
+        'all: authorization server (and gateway when configured); gateway: the gateway alone, following gateway.remote',
+      )
+        .choices(['all', 'gateway'])
+        .default('all'),
+    )
+    .action(async (o: { config?: string; role: 'all' | 'gateway' }) => {
       try {
         const m = await main();
         const { config, demo } = m.loadConfig(o.config);
         const log = m.createLogger(config);
-        const server = await m.startServer(config, { demo, log });
+        const server =
+          o.role === 'gateway'
+            ? await (await import('../gateway-node.ts')).startGatewayNode(config, { log })
+            : await m.startServer(config, { demo, log });
         const stop = (signal: string) => {
           log.info({ signal }, 'shutting down: draining in-flight requests');
           server

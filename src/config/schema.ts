@@ -29,6 +29,13 @@ const rateRule = (limit: number, window: string) =>
     })
     .prefault({});
 
+/** An http(s) origin exactly as URL serialises it: scheme://host[:port], lower case, no default port, no path. */
+function isOrigin(v: string): boolean {
+  if (!URL.canParse(v)) return false;
+  const u = new URL(v);
+  return (u.protocol === 'https:' || u.protocol === 'http:') && u.origin === v;
+}
+
 export const SIGNING_ALGORITHMS = ['ES256', 'EdDSA', 'PS256', 'RS256'] as const;
 export type SigningAlgorithm = (typeof SIGNING_ALGORITHMS)[number];
 
@@ -273,6 +280,16 @@ export const gatewaySchema = z.strictObject({
     })
     .prefault({})
     .describe("The gateway's own listener, separate from the authorization server's listen."),
+  public_origin: z
+    .string()
+    .refine(isOrigin, {
+      message:
+        'must be an origin such as https://api.example.com or https://api.example.com:8443 (no path, lower case)',
+    })
+    .optional()
+    .describe(
+      'The origin clients use to reach the gateway (https://host[:port]) when a TLS-terminating load balancer sits in front of it. Set: DPoP proofs must name exactly this origin in htu, X-Forwarded-Proto/X-Forwarded-Host sent upstream say so, and WWW-Authenticate points to resource metadata there. Unset: the gateway takes its origin from the Host header with the http scheme (right only when clients reach it directly over http). Forwarding headers from clients are never trusted either way.',
+    ),
   routes: z
     .array(gatewayRouteSchema)
     .default([])
@@ -293,6 +310,15 @@ export const gatewaySchema = z.strictObject({
     .default(10000)
     .describe(
       'Verified tokens kept in memory (signature checked once; expiry, audience, scopes and revocation every request). 0: no cache.',
+    ),
+  invalid_token_cache_size: z
+    .number()
+    .int()
+    .min(0)
+    .max(1_000_000)
+    .default(10000)
+    .describe(
+      'Tokens that failed verification for a reason fixed by the token itself (malformed, algorithm, typ, issuer, claims, signature) remembered by SHA-256 for a minute, so a forged token sent again costs no signature check; it is still refused and recorded each time. An unknown kid is never remembered (the key may be published later). 0: no cache.',
     ),
   identity_header_prefix: z
     .string()
@@ -316,6 +342,37 @@ export const gatewaySchema = z.strictObject({
   connect_timeout: duration('5s')
     .refine((v) => v >= 1, { message: 'must be at least 1s' })
     .describe('Longest wait to connect to an upstream (504 after it).'),
+  remote: z
+    .strictObject({
+      url: z
+        .url()
+        .refine((v) => /^https?:\/\//.test(v) && !v.includes('?') && !v.includes('#'), {
+          message: 'must be an http:// or https:// URL without query or fragment',
+        })
+        .describe(
+          'Base URL at which this gateway reaches the authorization server (its issuer, or an internal address of it); the gateway follows {url}/revocations.',
+        ),
+      issuer: z
+        .url()
+        .optional()
+        .describe(
+          "The authorization server's issuer identifier: access tokens must carry it as iss. Default: url (the top-level issuer is not used by a --role gateway node).",
+        ),
+      client_id: z
+        .string()
+        .min(1)
+        .describe('A client of the authorization server listed in its revocation.feed_clients (client_secret_basic).'),
+      client_secret: z
+        .string()
+        .min(1)
+        .describe(
+          "That client's secret. Use ${env:NAME} or ${file:PATH}. Gateways sharing it also share DPoP nonces (derived from it).",
+        ),
+    })
+    .optional()
+    .describe(
+      'Run this gateway apart from the authorization server (`portcullis start --role gateway`, required then): it gets the signing keys and revocations from {url}/revocations; no KEK, signing key or client is needed.',
+    ),
 });
 
 /** One SIEM export sink (src/audit/export.ts). Fields that belong to another type are refused. */
@@ -645,7 +702,7 @@ export const configSchema = z.strictObject({
         .refine((v) => /^rediss?:\/\//.test(v), { message: 'must start with redis:// or rediss://' })
         .optional()
         .describe(
-          'Redis for state shared by several nodes (rate-limit counters). Unset: counters live in each process.',
+          'Redis for state shared by several nodes (rate-limit counters, the DPoP proof jti replay cache). Unset: counters live in each process and DPoP jtis in the database.',
         ),
       key_prefix: z.string().max(100).default('portcullis:').describe('Prefix of every Redis key Portcullis writes.'),
     })
@@ -693,7 +750,7 @@ export const configSchema = z.strictObject({
         .max(200)
         .optional()
         .describe(
-          "The log's name in its checkpoints (C2SP tlog-checkpoint origin) and the audit key's signed-note name. Default: the issuer's host and path followed by /audit.",
+          "The log's name in its checkpoints (C2SP tlog-checkpoint origin) and the audit key's signed-note name. Default: the issuer's host and path followed by /audit (/audit/gateway on a `--role gateway` node, which keeps its own log).",
         ),
       checkpoint_sinks: z
         .array(
@@ -794,7 +851,9 @@ export const configSchema = z.strictObject({
     .prefault({}),
   gateway: gatewaySchema
     .optional()
-    .describe('The API gateway: its own listener in the same process as the authorization server. Unset: no gateway.'),
+    .describe(
+      'The API gateway: its own listener, in the same process as the authorization server, or alone (`--role gateway`, with gateway.remote). Unset: no gateway.',
+    ),
   resources: z.array(resourceSchema).default([]),
   clients: z.array(clientSchema).default([]),
   users: z.array(userSchema).default([]),

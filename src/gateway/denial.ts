@@ -26,7 +26,6 @@ export type DenialReason =
   | 'dpop_required'
   | 'dpop_bound_token_as_bearer'
   | 'dpop_invalid'
-  | 'dpop_unavailable'
   | 'insufficient_scope'
   | 'rate_limited'
   | 'revocation_feed_down';

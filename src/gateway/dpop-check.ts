@@ -5,8 +5,8 @@ import {
   ResourceDpopError,
   UseDpopNonce,
 } from '../errors/oauth-error.ts';
-import type { OAuthContext } from '../oauth/context.ts';
 import { verifyDpopProof } from '../oauth/dpop.ts';
+import type { GatewayContext } from './context.ts';
 import { Denial, type DeniedTokenFacts } from './denial.ts';
 
 export interface DpopCheck {
@@ -28,7 +28,7 @@ export interface DpopCheck {
  * for every request presented with the DPoP scheme. A DPoP-scheme request with a token that is not DPoP-bound is
  * refused (§7.1: the scheme promises a bound token). Failures become 401 with a DPoP challenge.
  */
-export async function checkDpop(ctx: OAuthContext, input: DpopCheck): Promise<{ jkt: string }> {
+export async function checkDpop(ctx: GatewayContext, input: DpopCheck): Promise<{ jkt: string }> {
   if (input.expectedJkt === undefined)
     throw new Denial(
       'dpop_invalid',

@@ -2,6 +2,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Logger } from 'pino';
 import { type Dispatcher, Pool } from 'undici';
 import type { Route } from './routes.ts';
+import { type ExchangeControl, type ExchangeSink, UpstreamPool } from './upstream-client.ts';
 import type { GatewayToken } from './verify-token.ts';
 
 /**
@@ -114,6 +115,8 @@ export interface ForwarderOptions {
   connections: number;
   connectTimeoutMs: number;
   identityHeaderPrefix: string;
+  /** gateway.public_origin: what X-Forwarded-Proto/Host say; else http and the request's Host. */
+  publicOrigin?: string | undefined;
   log: Logger;
 }
 
@@ -123,14 +126,20 @@ export interface ForwarderOptions {
  */
 export class Forwarder {
   private readonly pools = new Map<string, Pool>();
+  private readonly leanPools = new Map<string, UpstreamPool>();
   private readonly opts: ForwarderOptions;
   private readonly idSub: string;
   private readonly idClient: string;
   private readonly idScope: string;
   private readonly idJti: string;
+  private readonly forwardedProto: string;
+  private readonly forwardedHost: string | undefined;
 
   constructor(opts: ForwarderOptions) {
     this.opts = opts;
+    const origin = opts.publicOrigin === undefined ? undefined : new URL(opts.publicOrigin);
+    this.forwardedProto = origin ? origin.protocol.slice(0, -1) : 'http';
+    this.forwardedHost = origin?.host;
     const p = opts.identityHeaderPrefix;
     this.idSub = `${p}sub`;
     this.idClient = `${p}client-id`;
@@ -151,6 +160,18 @@ export class Forwarder {
     return p;
   }
 
+  private leanPool(origin: string): UpstreamPool {
+    let p = this.leanPools.get(origin);
+    if (!p) {
+      p = new UpstreamPool(origin, {
+        connections: this.opts.connections,
+        connectTimeoutMs: this.opts.connectTimeoutMs,
+      });
+      this.leanPools.set(origin, p);
+    }
+    return p;
+  }
+
   /** The header list sent upstream. */
   upstreamHeaders(input: ForwardInput): string[] {
     const { route, token, headers } = input;
@@ -165,8 +186,9 @@ export class Forwarder {
       if ((name === 'authorization' || name === 'dpop') && !route.forwardAuthorization) continue;
       out.push(name, f[i + 1] as string);
     }
-    out.push('x-forwarded-for', input.clientIp, 'x-forwarded-proto', 'http');
-    if (headers.host !== undefined) out.push('x-forwarded-host', headers.host);
+    out.push('x-forwarded-for', input.clientIp, 'x-forwarded-proto', this.forwardedProto);
+    const host = this.forwardedHost ?? headers.host;
+    if (host !== undefined) out.push('x-forwarded-host', host);
     if (route.identityHeaders)
       out.push(this.idSub, token.sub, this.idClient, token.clientId, this.idScope, token.scope, this.idJti, token.jti);
     return out;
@@ -175,7 +197,19 @@ export class Forwarder {
   forward(input: ForwardInput): void {
     const { req, res, route } = input;
     const handler = new ProxyHandler(res, route.name, this.opts.log);
-    res.on('close', () => handler.clientClosed());
+    // One shared listener (no closure per request): the handler is found on the response.
+    (res as HandledResponse)[kHandler] = handler;
+    res.once('close', onClientClose);
+    if (!input.headers.hasBody && route.origin.startsWith('http:')) {
+      this.leanPool(route.origin).request(
+        req.method as string,
+        input.path,
+        this.upstreamHeaders(input),
+        route.timeoutMs,
+        handler,
+      );
+      return;
+    }
     try {
       this.pool(route.origin).dispatch(
         {
@@ -194,22 +228,53 @@ export class Forwarder {
   }
 
   async close(): Promise<void> {
-    await Promise.all([...this.pools.values()].map((p) => p.close()));
+    await Promise.all([...this.pools.values(), ...this.leanPools.values()].map((p) => p.close()));
     this.pools.clear();
+    this.leanPools.clear();
   }
 }
 
-function uncork(res: ServerResponse): void {
-  res.uncork();
+const kHandler = Symbol('proxyHandler');
+type HandledResponse = ServerResponse & { [kHandler]?: ProxyHandler };
+
+function onClientClose(this: HandledResponse): void {
+  this[kHandler]?.clientClosed();
 }
 
-/** Writes the upstream response to the client as it arrives (undici's handler interface, with backpressure). */
-class ProxyHandler implements Dispatcher.DispatchHandler {
+function uncork(h: ProxyHandler): void {
+  h.uncork();
+}
+
+/** A single Content-Length value as a number, or -1 (absent, repeated or not a plain decimal). */
+function contentLength(v: string | string[] | undefined): number {
+  if (typeof v !== 'string' || v.length === 0 || v.length > 15) return -1;
+  for (let i = 0; i < v.length; i++) {
+    const c = v.charCodeAt(i);
+    if (c < 48 || c > 57) return -1;
+  }
+  return Number(v);
+}
+
+/** Names listed in a Connection field value (RFC 9110 §7.6.1), lower-case. */
+function connectionTokens(v: string): string[] {
+  return v.split(',').map((t) => t.trim().toLowerCase());
+}
+
+/**
+ * Writes the upstream response to the client as it arrives, with backpressure: undici's handler interface for
+ * requests with a body (and https upstreams), the lean client's (upstream-client.ts) for the rest.
+ */
+class ProxyHandler implements Dispatcher.DispatchHandler, ExchangeSink {
   private readonly res: ServerResponse;
   private readonly route: string;
   private readonly log: Logger;
-  private controller: Dispatcher.DispatchController | undefined;
+  private controller: Dispatcher.DispatchController | ExchangeControl | undefined;
   private done = false;
+  /** No body byte written yet. */
+  private first = true;
+  /** The upstream's Content-Length (-1: none or not a plain number). */
+  private length = -1;
+  private corked = false;
 
   constructor(res: ServerResponse, route: string, log: Logger) {
     this.res = res;
@@ -219,7 +284,9 @@ class ProxyHandler implements Dispatcher.DispatchHandler {
 
   clientClosed(): void {
     // The client went away before the response ended: stop the upstream request too.
-    if (!this.done) this.controller?.abort(new Error('client closed the connection'));
+    if (this.done) return;
+    this.done = true;
+    this.controller?.abort(new Error('client closed the connection'));
   }
 
   onRequestStart(controller: Dispatcher.DispatchController): void {
@@ -232,41 +299,110 @@ class ProxyHandler implements Dispatcher.DispatchHandler {
     headers: Record<string, string | string[] | undefined>,
   ): void {
     const listed = headers.connection;
-    const extra =
-      listed === undefined
-        ? undefined
-        : String(listed)
-            .split(',')
-            .map((t) => t.trim().toLowerCase());
-    const out: Record<string, string | string[]> = {};
+    const extra = listed === undefined ? undefined : connectionTokens(String(listed));
+    // A flat [name, value, ...] list: node writes it as is, without building and re-validating a header object.
+    const out: (string | string[])[] = [];
     for (const name in headers) {
       const v = headers[name];
       if (v === undefined || RESPONSE_DROP.has(name) || extra?.includes(name)) continue;
-      out[name] = v;
+      out.push(name, v);
     }
-    this.res.writeHead(statusCode, out);
-    // Hold the socket until the body chunks that arrived with the headers are queued too: headers and a small body
-    // then leave in one write instead of two (node writes a response's head and first chunk separately).
-    this.res.cork();
-    process.nextTick(uncork, this.res);
+    this.res.writeHead(statusCode, out as string[]);
+    this.length = contentLength(headers['content-length']);
   }
 
-  onResponseData(controller: Dispatcher.DispatchController, chunk: Buffer): void {
-    if (!this.res.write(chunk)) {
-      controller.pause();
-      this.res.once('drain', () => controller.resume());
+  onHead(control: ExchangeControl, statusCode: number, headers: string[]): void {
+    this.controller = control;
+    if (this.done) {
+      control.abort();
+      return;
     }
+    let extra: string[] | undefined;
+    for (let i = 0; i < headers.length; i += 2)
+      if (headers[i] === 'connection') extra = (extra ?? []).concat(connectionTokens(headers[i + 1] as string));
+    const out: string[] = [];
+    let length: string | undefined;
+    let lengths = 0;
+    for (let i = 0; i < headers.length; i += 2) {
+      const name = headers[i] as string;
+      if (RESPONSE_DROP.has(name) || extra?.includes(name)) continue;
+      if (name === 'content-length') {
+        length = headers[i + 1];
+        lengths++;
+      }
+      out.push(name, headers[i + 1] as string);
+    }
+    this.res.writeHead(statusCode, out);
+    this.length = lengths === 1 ? contentLength(length) : -1;
+  }
+
+  onData(control: ExchangeControl, chunk: Buffer): void {
+    if (this.done) {
+      control.abort();
+      return;
+    }
+    this.onResponseData(control, chunk);
+  }
+
+  onEnd(): void {
+    this.onResponseEnd();
+  }
+
+  onFail(code: string, timeout: boolean): void {
+    this.failed(code, timeout);
+  }
+
+  onResponseData(controller: Dispatcher.DispatchController | ExchangeControl, chunk: Buffer): void {
+    const res = this.res;
+    if (this.first) {
+      this.first = false;
+      if (chunk.length === this.length) {
+        // The whole body in one chunk (the usual small response): end() sends head and body in one write, with no
+        // extra tick. The end of the upstream response follows and finds the response already ended.
+        this.done = true;
+        res.end(chunk);
+        return;
+      }
+      // Hold the socket until the rest of what arrived with this chunk is queued too: head and first chunk then
+      // leave in one write instead of two (node writes a response's head and first chunk separately).
+      res.cork();
+      this.corked = true;
+      process.nextTick(uncork, this);
+    }
+    if (!res.write(chunk)) {
+      controller.pause();
+      res.once('drain', () => controller.resume());
+    }
+  }
+
+  /**
+   * Must run before end(): while a response is corked, node holds chunked-encoded writes back and end() would send
+   * the last chunk (0) before them, so the client would read the rest as the start of the next response.
+   */
+  uncork(): void {
+    if (!this.corked) return;
+    this.corked = false;
+    this.res.uncork();
   }
 
   onResponseEnd(): void {
+    if (this.done) return;
     this.done = true;
+    this.uncork();
     this.res.end();
   }
 
   onResponseError(_controller: Dispatcher.DispatchController | undefined, err: Error): void {
+    const code = (err as { code?: string }).code ?? 'unknown';
+    this.failed(
+      code,
+      code === 'UND_ERR_HEADERS_TIMEOUT' || code === 'UND_ERR_CONNECT_TIMEOUT' || code === 'UND_ERR_BODY_TIMEOUT',
+    );
+  }
+
+  private failed(code: string, timeout: boolean): void {
     if (this.done) return;
     this.done = true;
-    const code = (err as { code?: string }).code ?? 'unknown';
     const res = this.res;
     if (res.destroyed || res.writableEnded) return;
     if (res.headersSent) {
@@ -275,8 +411,6 @@ class ProxyHandler implements Dispatcher.DispatchHandler {
       res.destroy();
       return;
     }
-    const timeout =
-      code === 'UND_ERR_HEADERS_TIMEOUT' || code === 'UND_ERR_CONNECT_TIMEOUT' || code === 'UND_ERR_BODY_TIMEOUT';
     this.log.warn({ route: this.route, code }, timeout ? 'upstream timed out' : 'upstream unreachable');
     const body = JSON.stringify(
       timeout

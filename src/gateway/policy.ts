@@ -1,5 +1,5 @@
 import { InsufficientScope, InvalidToken, OAuthError } from '../errors/oauth-error.ts';
-import type { OAuthContext } from '../oauth/context.ts';
+import type { GatewayContext } from './context.ts';
 import { Denial, type DenialReason, type DeniedTokenFacts } from './denial.ts';
 import type { DpopCheck } from './dpop-check.ts';
 import { type Route, requiredScopes } from './routes.ts';
@@ -27,7 +27,7 @@ export interface RequestFacts {
  * to run (checkDpop) for a DPoP-scheme request.
  */
 export function authorizeRequest(
-  ctx: OAuthContext,
+  ctx: GatewayContext,
   route: Route,
   t: GatewayToken,
   cred: Credentials,

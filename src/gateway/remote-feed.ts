@@ -52,6 +52,7 @@ export class RemoteRevocationFeed {
   private lastFull = 0;
   private jwksText = '';
   private stopped = false;
+  private syncedOnce = false;
   private abort = new AbortController();
   private loop: Promise<void> | undefined;
   private firstOk: Promise<void>;
@@ -65,7 +66,9 @@ export class RemoteRevocationFeed {
       listAfter: async (after) => (await this.request(after, 0)).revocations.map(toRecord),
     });
     this.set.maxFeedLagMs = o.maxFeedLagMs;
-    this.set.feedDownSince = o.clock.nowMs();
+    // Down since forever until the first complete read: an empty set must never count as current (healthy() is
+    // false until then, so a gateway refuses every token rather than serve with revocations it has not read).
+    this.set.feedDownSince = Number.NEGATIVE_INFINITY;
     this.lastOkAt = o.clock.nowMs();
     this.firstOk = new Promise((r) => {
       this.resolveFirstOk = r;
@@ -83,6 +86,11 @@ export class RemoteRevocationFeed {
   /** Whether tokens may be accepted now (see RevocationSet.healthy). */
   healthy(nowMs = this.o.clock.nowMs()): boolean {
     return this.set.healthy(nowMs);
+  }
+
+  /** Whether the whole revocation table (and the JWKS) has been read at least once. */
+  get synced(): boolean {
+    return this.syncedOnce;
   }
 
   get feedDownSince(): number | undefined {
@@ -148,6 +156,7 @@ export class RemoteRevocationFeed {
     this.set.feedDownSince = undefined;
     this.set.busLive = true;
     this.lastOkAt = this.o.clock.nowMs();
+    this.syncedOnce = true;
     this.resolveFirstOk();
   }
 
@@ -166,7 +175,8 @@ export class RemoteRevocationFeed {
   }
 
   private async request(after: number, wait: number): Promise<FeedAnswer> {
-    const u = new URL('/revocations', this.o.url);
+    // Appended to the base URL's path, as the server's other endpoints are to its issuer (discovery).
+    const u = new URL(`${this.o.url.replace(/\/+$/, '')}/revocations`);
     u.searchParams.set('after', String(after));
     u.searchParams.set('wait', String(wait));
     const basic = Buffer.from(

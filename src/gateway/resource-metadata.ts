@@ -13,9 +13,13 @@ export function metadataPath(resource: string): string {
   return `${PRM_PREFIX}${p}${u.search}`;
 }
 
-/** The absolute metadata URL named in WWW-Authenticate resource_metadata (RFC 9728 §5.1). */
-export function metadataUrl(resource: string): string {
-  return new URL(resource).origin + metadataPath(resource);
+/**
+ * The absolute metadata URL named in WWW-Authenticate resource_metadata (RFC 9728 §5.1): at the gateway's public
+ * origin (gateway.public_origin) when it has one, since that is where the gateway serves it; else at the resource
+ * identifier's own origin (RFC 9728 §3.1).
+ */
+export function metadataUrl(resource: string, publicOrigin?: string): string {
+  return (publicOrigin ?? new URL(resource).origin) + metadataPath(resource);
 }
 
 /**

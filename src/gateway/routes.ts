@@ -30,7 +30,7 @@ export interface Route {
   challenge: ResourceChallenge;
 }
 
-export function compileRoute(r: GatewayRouteConfig, dpopAlgs: readonly string[]): Route {
+export function compileRoute(r: GatewayRouteConfig, dpopAlgs: readonly string[], publicOrigin?: string): Route {
   const up = new URL(r.upstream);
   const name = r.name ?? `${r.host ?? ''}${r.path_prefix}`;
   return {
@@ -48,7 +48,7 @@ export function compileRoute(r: GatewayRouteConfig, dpopAlgs: readonly string[])
     forwardAuthorization: r.forward_authorization,
     timeoutMs: r.timeout * 1000,
     challenge: {
-      resourceMetadata: metadataUrl(r.resource),
+      resourceMetadata: metadataUrl(r.resource, publicOrigin),
       dpop: r.dpop === 'required' ? 'only' : 'also',
       dpopAlgs,
     },
@@ -64,7 +64,7 @@ export class RouteTable {
   readonly routes: readonly Route[];
   constructor(g: GatewayConfig, dpopAlgs: readonly string[]) {
     this.routes = g.routes
-      .map((r) => compileRoute(r, dpopAlgs))
+      .map((r) => compileRoute(r, dpopAlgs, g.public_origin))
       .sort((a, b) => b.prefix.length - a.prefix.length || Number(b.host !== undefined) - Number(a.host !== undefined));
   }
 

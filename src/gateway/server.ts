@@ -11,7 +11,7 @@ import {
 } from '../errors/oauth-error.ts';
 import { noteRefusal } from '../identity/rate-limits.ts';
 import { randomId } from '../lib/crypto.ts';
-import type { OAuthContext } from '../oauth/context.ts';
+import type { GatewayContext } from './context.ts';
 import { Denial } from './denial.ts';
 import { checkDpop } from './dpop-check.ts';
 import { Forwarder, type ScannedHeaders, scanHeaders } from './forward.ts';
@@ -39,18 +39,26 @@ function clientIp(req: IncomingMessage): string {
  * method needs; refusals are RFC 6750 errors and gateway.denied events, allowed requests are forwarded and counted
  * into gateway.usage.
  */
-export async function startGateway(ctx: OAuthContext, g: GatewayConfig): Promise<RunningGateway> {
+export async function startGateway(ctx: GatewayContext, g: GatewayConfig): Promise<RunningGateway> {
   const table = new RouteTable(g, g.accepted_algorithms);
   const metadata = new MetadataIndex(ctx.config);
-  const verifier = new TokenVerifier(ctx, { algorithms: g.accepted_algorithms, cacheSize: g.token_cache_size });
+  const verifier = new TokenVerifier(ctx, {
+    algorithms: g.accepted_algorithms,
+    cacheSize: g.token_cache_size,
+    invalidCacheSize: g.invalid_token_cache_size,
+  });
   const usage = new UsageRecorder();
   const forwarder = new Forwarder({
     connections: g.upstream_connections,
     connectTimeoutMs: g.connect_timeout * 1000,
     identityHeaderPrefix: g.identity_header_prefix,
+    publicOrigin: g.public_origin,
     log: ctx.log,
   });
   const skew = g.clock_skew;
+  // RFC 9449 §4.3 htu: the URL the client addressed. Behind a TLS-terminating proxy only gateway.public_origin
+  // knows it; without it, the Host header over plain http (client-sent X-Forwarded-* are never believed).
+  const publicOrigin = g.public_origin;
 
   const sendDenial = (
     req: IncomingMessage,
@@ -172,7 +180,7 @@ export async function startGateway(ctx: OAuthContext, g: GatewayConfig): Promise
         route,
         token,
         cred,
-        { method, url: `http://${headers.host ?? ''}${path}` },
+        { method, url: `${publicOrigin ?? `http://${headers.host ?? ''}`}${path}` },
         now,
         skew,
       );

@@ -4,8 +4,9 @@ import {
   type OAuthError,
   type ResourceChallenge,
 } from '../errors/oauth-error.ts';
-import type { OAuthContext } from '../oauth/context.ts';
+import { sha256 } from '../lib/crypto.ts';
 import { verifyOwnAccessToken } from '../oauth/tokens/access-token.ts';
+import type { GatewayContext } from './context.ts';
 import { Denial, type DenialReason } from './denial.ts';
 
 /** The facts of a verified access token the gateway uses on every request. Immutable; cached by token string. */
@@ -87,10 +88,35 @@ function decodeSegment(s: string): unknown {
 }
 
 /**
+ * Failures decided by the token string alone (and this process's fixed configuration), so the same string always
+ * fails the same way: safe to remember. Not unknown_kid: a key published after this node last loaded the JWKS would
+ * make the same token valid. Lifetime, revocation, audience and scopes are never decided here (policy.ts).
+ */
+const STABLE_FAILURES: ReadonlySet<DenialReason> = new Set([
+  'malformed_token',
+  'alg_not_allowed',
+  'not_an_access_token',
+  'unsupported_header',
+  'wrong_issuer',
+  'missing_claims',
+  'bad_signature',
+]);
+
+/** How long a failed token is remembered: long enough to absorb a flood, short enough to hold little. */
+const INVALID_TTL_MS = 60_000;
+
+interface KnownInvalid {
+  reason: DenialReason;
+  description: string;
+  until: number;
+}
+
+/**
  * Verifies access tokens locally (no network call per request) and keeps the verified ones in a bounded cache, so
  * the signature of a token is checked once, not on every request. The cache holds only what cannot change for a
  * given token string (signature, issuer, claims); expiry, key trust, revocation, audience, DPoP and scopes are
- * checked on every request (policy.ts).
+ * checked on every request (policy.ts). Tokens that failed for a reason the token itself fixes (STABLE_FAILURES) are
+ * remembered briefly by hash, bounded in number, so a forged token sent again is refused without a signature check.
  *
  * Only our own keys verify: the kid must name a key in our JWKS, the alg must be on the allowlist (asymmetric only,
  * never "none" or HMAC, RFC 8725 §3.1-3.2) and must be that key's alg. jku, x5u, jwk and x5c headers are never
@@ -98,14 +124,21 @@ function decodeSegment(s: string): unknown {
  */
 export class TokenVerifier {
   private readonly cache = new Map<string, GatewayToken>();
-  private readonly ctx: OAuthContext;
+  /** Tokens that failed for a STABLE_FAILURES reason, by SHA-256 (base64url) of the token: a bounded size per entry. */
+  private readonly invalid = new Map<string, KnownInvalid>();
+  private readonly ctx: GatewayContext;
   private readonly algorithms: ReadonlySet<string>;
   private readonly maxEntries: number;
+  private readonly maxInvalid: number;
 
-  constructor(ctx: OAuthContext, opts: { algorithms: readonly string[]; cacheSize: number }) {
+  constructor(
+    ctx: GatewayContext,
+    opts: { algorithms: readonly string[]; cacheSize: number; invalidCacheSize?: number | undefined },
+  ) {
     this.ctx = ctx;
     this.algorithms = new Set(opts.algorithms);
     this.maxEntries = opts.cacheSize;
+    this.maxInvalid = opts.invalidCacheSize ?? 0;
   }
 
   get cached(): number {
@@ -115,7 +148,46 @@ export class TokenVerifier {
   verify(token: string, challenge: ResourceChallenge): GatewayToken {
     const hit = this.cache.get(token);
     if (hit) return hit;
-    const t = this.verifyUncached(token, challenge);
+    if (this.maxInvalid === 0) return this.verifyFully(token, challenge);
+    // A token that failed before is refused the same way (same reason, the route's own challenge) without
+    // re-running the checks: a flood of one forged token costs one signature check a minute.
+    const key = sha256(token).toString('base64url');
+    const known = this.invalid.get(key);
+    if (known !== undefined) {
+      if (known.until > this.ctx.clock.nowMs()) {
+        this.ctx.metrics.gatewayTokenCheck('invalid_cached');
+        throw new Denial(known.reason, new InvalidToken(known.description, false, challenge) as OAuthError);
+      }
+      this.invalid.delete(key);
+    }
+    try {
+      return this.verifyFully(token, challenge);
+    } catch (e) {
+      if (e instanceof Denial && STABLE_FAILURES.has(e.reason)) {
+        if (this.invalid.size >= this.maxInvalid) {
+          const oldest = this.invalid.keys().next().value;
+          if (oldest !== undefined) this.invalid.delete(oldest);
+        }
+        this.invalid.set(key, {
+          reason: e.reason,
+          description: e.error.description,
+          until: this.ctx.clock.nowMs() + INVALID_TTL_MS,
+        });
+      }
+      throw e;
+    }
+  }
+
+  /** Full verification (signature and claims), counted, and the result kept in the verified-token cache. */
+  private verifyFully(token: string, challenge: ResourceChallenge): GatewayToken {
+    let t: GatewayToken;
+    try {
+      t = this.verifyUncached(token, challenge);
+    } catch (e) {
+      this.ctx.metrics.gatewayTokenCheck('invalid');
+      throw e;
+    }
+    this.ctx.metrics.gatewayTokenCheck('valid');
     if (this.maxEntries > 0) {
       // Oldest first out: bounded whatever tokens arrive.
       if (this.cache.size >= this.maxEntries) {
@@ -127,9 +199,10 @@ export class TokenVerifier {
     return t;
   }
 
-  /** Drops tokens that have expired (seconds). */
+  /** Drops tokens that have expired (seconds), and failures remembered long enough. */
   purgeExpired(nowSeconds: number): void {
     for (const [k, t] of this.cache) if (t.exp < nowSeconds - 300) this.cache.delete(k);
+    for (const [k, f] of this.invalid) if (f.until <= nowSeconds * 1000) this.invalid.delete(k);
   }
 
   private verifyUncached(token: string, challenge: ResourceChallenge): GatewayToken {

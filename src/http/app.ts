@@ -213,9 +213,14 @@ export async function buildApp(opts: AppOptions) {
   };
   app.get(PATHS.userinfo, userinfo);
   app.post(PATHS.userinfo, userinfo);
+  const parUrl = ctx.config.issuer + PATHS.par;
   app.post(PATHS.par, async (req, reply) => {
     await ctx.refresh();
-    const res = await parEndpoint(ctx, formInput(req), meta(req));
+    const input = formInput(req);
+    const proof = req.headers.dpop;
+    if (proof !== undefined) input.dpop = { proof, method: req.method, url: parUrl };
+    const res = await parEndpoint(ctx, input, meta(req));
+    if (proof !== undefined && ctx.config.dpop.require_nonce) reply.header('dpop-nonce', currentDpopNonce(ctx));
     return reply.code(201).headers(tokenHeaders).send(res);
   });
   // RFC 8628 §3.1-3.2: client authentication as at /token; the answer carries codes, so it is never cached.

@@ -26,6 +26,12 @@ export function createMetrics(gauges: {
     labelNames: ['client_id', 'grant_type', 'error'],
     registers: [registry],
   });
+  const gatewayChecks = new Counter({
+    name: 'portcullis_gateway_token_checks_total',
+    help: 'Access tokens the gateway checked that were not in its verified-token cache: outcome valid or invalid (a full check, signature included), or invalid_cached (refused from the cache of known-invalid tokens, no signature check)',
+    labelNames: ['outcome'],
+    registers: [registry],
+  });
   const duration = new Histogram({
     name: 'portcullis_http_request_duration_seconds',
     help: 'HTTP request latency by route, method and status',
@@ -63,6 +69,7 @@ export function createMetrics(gauges: {
     registry,
     tokenIssued: (c, g) => issued.inc({ client_id: c, grant_type: g }),
     tokenFailed: (c, g, e) => failed.inc({ client_id: c, grant_type: g, error: e }),
+    gatewayTokenCheck: (outcome) => gatewayChecks.inc({ outcome }),
     observeRequest: (route, method, status, seconds) =>
       duration.observe({ route, method, status: String(status) }, seconds),
   };

@@ -53,7 +53,7 @@ export async function limitRequest(
  * cannot flood the event log — and returns the Refusal to answer with.
  */
 export async function noteRefusal(
-  ctx: OAuthContext,
+  ctx: Pick<OAuthContext, 'limiter' | 'storage' | 'clock'>,
   r: RateRule,
   kind: KeyKind,
   meta: RequestMeta,

@@ -6,13 +6,18 @@ import type { KeyManager } from '../keys/manager.ts';
 import type { Clock } from '../lib/clock.ts';
 import type { Limiter } from '../lib/rate-limiter.ts';
 import type { GroupCommitter } from '../storage/group-commit.ts';
-import type { ClientRecord, Storage } from '../storage/ports.ts';
+import type { ClientRecord, ReplayStore, Storage } from '../storage/ports.ts';
 import type { RevocationSet } from './revocation-set.ts';
 
 /** Counters the protocol code reports to; src/http maps them onto Prometheus. */
 export interface OAuthMetrics {
   tokenIssued(clientId: string, grantType: string): void;
   tokenFailed(clientId: string, grantType: string, error: string): void;
+  /**
+   * The gateway checked a token not in its verified-token cache: in full, with a valid or invalid result, or
+   * refused from its cache of known-invalid tokens (no signature check).
+   */
+  gatewayTokenCheck(outcome: 'valid' | 'invalid' | 'invalid_cached'): void;
 }
 
 /** Everything the framework-free protocol code needs, built once in main.ts. */
@@ -30,6 +35,8 @@ export interface OAuthContext {
   metrics: OAuthMetrics;
   /** Rate-limit counters: in process, or in Redis when redis.url is set (identity/rate-limits.ts). */
   limiter: Limiter;
+  /** Where DPoP proof jtis are recorded (RFC 9449 §11.1): Redis when redis.url is set; unset, storage.replay. */
+  dpopReplay?: Pick<ReplayStore, 'useOnce'> | undefined;
   log: Logger;
   /** Brings in-memory state (keys, revocations, clients) up to date with writes from other processes. */
   refresh(opts?: { force?: boolean }): Promise<void>;

@@ -26,8 +26,11 @@ import { InvalidDpopProof, UseDpopNonce } from '../errors/oauth-error.ts';
 import { constantTimeEqual, sha256, sha256Hex } from '../lib/crypto.ts';
 import type { OAuthContext } from './context.ts';
 
-/** What the verifier needs: config (dpop.*, tokens.clock_skew), the clock, the replay store, the KEK (nonces). */
-export type DpopContext = Pick<OAuthContext, 'config' | 'clock' | 'storage' | 'kek'>;
+/**
+ * What the verifier needs: config (dpop.*, tokens.clock_skew), the clock, the replay store (dpopReplay when set,
+ * else storage.replay), the KEK (nonces).
+ */
+export type DpopContext = Pick<OAuthContext, 'config' | 'clock' | 'storage' | 'kek' | 'dpopReplay'>;
 
 export interface DpopProofCheck {
   proof: string | string[] | undefined;
@@ -195,7 +198,8 @@ export async function verifyDpopProof(ctx: DpopContext, check: DpopProofCheck): 
   // Step 11 (§11.1): the jti once within the window. Last, so a proof refused for another reason is not recorded.
   // Recorded until the proof can no longer pass the iat check anywhere, per key (jti spaces of keys are separate).
   const until = Math.max(nowMs, (iat as number) * 1000) + (windowS + ctx.config.tokens.clock_skew) * 1000;
-  if (!(await ctx.storage.replay.useOnce(`dpop:${sha256Hex(`${jkt}.${jti}`)}`, until)))
+  const replay = ctx.dpopReplay ?? ctx.storage.replay;
+  if (!(await replay.useOnce(`dpop:${sha256Hex(`${jkt}.${jti}`)}`, until)))
     fail('the DPoP proof was already used (replayed jti)');
   return { jkt, jti: jti as string };
 }

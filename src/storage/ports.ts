@@ -137,6 +137,8 @@ export interface AuthorizationCodeRecord {
   created_at: number;
   expires_at: number;
   redeemed_at: number | null;
+  /** RFC 9449 §10: the DPoP key (JWK SHA-256 thumbprint) the code is bound to; null when unbound. */
+  dpop_jkt: string | null;
 }
 
 /** consume(): exactly one caller gets `ok`; later callers learn it was `replayed` (with the record, to revoke). */

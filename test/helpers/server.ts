@@ -41,6 +41,8 @@ export interface StartOptions {
   issuerHost?: string;
   /** Extra files to write into the temp dir before start (name relative to the dir -> content). */
   files?: Record<string, string>;
+  /** Extra arguments after `start --config FILE`, e.g. ['--role', 'gateway']. */
+  args?: string[];
 }
 
 export interface CliResult {
@@ -318,7 +320,11 @@ export async function startServer(configObject: ConfigObject, opts: StartOptions
   const readyTimeoutMs = opts.readyTimeoutMs ?? 20_000;
 
   const launch = async () => {
-    const p = spawnPortcullis(['start', '--config', configPath], { cwd: dir, env, readyTimeoutMs });
+    const p = spawnPortcullis(['start', '--config', configPath, ...(opts.args ?? [])], {
+      cwd: dir,
+      env,
+      readyTimeoutMs,
+    });
     proc = p;
     try {
       const line = await p.ready;

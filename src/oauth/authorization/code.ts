@@ -50,6 +50,7 @@ export async function issueAuthorizationCode(
     created_at: now,
     expires_at: now + ctx.config.authorization.code_ttl * 1000,
     redeemed_at: null,
+    dpop_jkt: req.dpopJkt ?? null,
   };
   const base = {
     at: now,

@@ -34,6 +34,8 @@ export interface AuthorizationRequest {
   acrValues: string[];
   /** A sign-in at or after this instant (ms) satisfies prompt=login and max_age: set when we sent the user to log in. */
   loginAfter: number | undefined;
+  /** RFC 9449 §10 dpop_jkt: the code will be redeemable only with a DPoP proof made with this key. */
+  dpopJkt: string | undefined;
   /** The parameters to store if the request must wait for the user (internal ones start with an underscore). */
   params: Record<string, string>;
 }
@@ -69,7 +71,10 @@ export class AuthorizationRedirectError extends Error {
 /** Parameters the server itself puts into stored requests; never accepted from outside. */
 const INTERNAL = /^_/;
 
-/** RFC 7636 §4.2: code_challenge for S256 is BASE64URL(SHA256(verifier)): 43 characters. */
+/**
+ * RFC 7636 §4.2: code_challenge for S256 is BASE64URL(SHA256(verifier)): 43 characters. Also the shape of a
+ * SHA-256 JWK thumbprint (RFC 7638, RFC 9449 §10 dpop_jkt).
+ */
 const S256_CHALLENGE = /^[A-Za-z0-9_-]{43}$/;
 
 /**
@@ -167,6 +172,11 @@ export function validateAuthorizationParams(
   if (!S256_CHALLENGE.test(challenge!))
     fail(new InvalidRequest('code_challenge must be 43 base64url characters (RFC 7636 §4.2)'));
 
+  // RFC 9449 §10: bind the code to a DPoP key. Only SHA-256 thumbprints (§6.1): 43 base64url characters.
+  const dpopJkt = params.dpop_jkt;
+  if (dpopJkt !== undefined && !S256_CHALLENGE.test(dpopJkt))
+    fail(new InvalidRequest('dpop_jkt must be a SHA-256 JWK thumbprint: 43 base64url characters (RFC 9449 §10)'));
+
   let scopes: string[] = [];
   let resources: string[] = [];
   try {
@@ -204,6 +214,7 @@ export function validateAuthorizationParams(
     loginHint: params.login_hint,
     acrValues: splitScopes(params.acr_values),
     loginAfter,
+    dpopJkt,
     params: { ...params, redirect_uri: redirectUri },
   };
 }

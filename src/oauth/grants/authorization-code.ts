@@ -45,6 +45,17 @@ export async function authorizationCodeGrant(
   const challenge = createHash('sha256').update(verifier, 'ascii').digest('base64url');
   if (!constantTimeEqual(challenge, code.code_challenge))
     throw new InvalidGrant('code_verifier does not match the code_challenge');
+  // RFC 9449 §10.1: a code bound by dpop_jkt is redeemed only with a proof made with that key. Like the checks
+  // above, a failure changes nothing: whoever holds a stolen code (even with its verifier) but not the key cannot
+  // burn the user's grant with it.
+  if (code.dpop_jkt !== null) {
+    if (dpop === undefined)
+      throw new InvalidGrant(
+        'the authorization code is bound to a DPoP key (dpop_jkt): send a DPoP proof made with it',
+      );
+    if (!constantTimeEqual(dpop.jkt, code.dpop_jkt))
+      throw new InvalidGrant('the DPoP proof was made with another key than the dpop_jkt of the authorization request');
+  }
 
   const now = ctx.clock.nowMs();
   if (code.redeemed_at !== null) return revokeOnReplay(ctx, code.grant_id, meta, REPLAY);

@@ -2,7 +2,7 @@ import type { SecurityEvent } from '../../events/catalogue.ts';
 import type { ActiveKey } from '../../keys/manager.ts';
 import { randomId } from '../../lib/crypto.ts';
 import { correlation, type OAuthContext, type RequestMeta } from '../context.ts';
-import { verifyOwnJwt } from './own-jwt.ts';
+import { type JwtVerifyContext, verifyOwnJwt } from './own-jwt.ts';
 
 export interface AccessTokenGrant {
   clientId: string;
@@ -142,7 +142,7 @@ export interface VerifiedAccessToken {
  * undefined for anything that is not one of our access tokens. Does not check exp or revocation: callers decide
  * (revocation accepts expired tokens, introspection does not).
  */
-export function verifyOwnAccessToken(ctx: OAuthContext, token: string): VerifiedAccessToken | undefined {
+export function verifyOwnAccessToken(ctx: JwtVerifyContext, token: string): VerifiedAccessToken | undefined {
   const v = verifyOwnJwt(ctx, token, (typ) => typ === 'at+jwt');
   if (!v) return undefined;
   const c = v.claims;

@@ -9,6 +9,11 @@ export interface OwnJwt {
 
 const publicKeys = new Map<string, KeyObject>();
 
+/** What verification needs: the issuer and the published keys (a gateway running alone has only these). */
+export type JwtVerifyContext = Pick<OAuthContext, 'config'> & {
+  keys: { publicJwk(kid: string): Record<string, unknown> | undefined };
+};
+
 /**
  * Verifies a compact JWS this server signed: the kid must name a key we publish and never revoked, the alg must be
  * that key's alg (no algorithm confusion), the signature must verify, iss must be ours, and typ must be one the
@@ -16,7 +21,7 @@ const publicKeys = new Map<string, KeyObject>();
  * undefined for anything else. Lifetimes and revocation are the caller's business.
  */
 export function verifyOwnJwt(
-  ctx: OAuthContext,
+  ctx: JwtVerifyContext,
   token: string,
   acceptTyp: (typ: unknown) => boolean,
 ): OwnJwt | undefined {

@@ -402,6 +402,12 @@ export function migrations(dialect: 'sqlite' | 'postgres'): Record<string, Migra
         }
       },
     },
+    '0009_code_dpop_jkt': {
+      // Issue 5: an authorization code bound to a DPoP key by the dpop_jkt request parameter (RFC 9449 §10).
+      async up(db: Kysely<unknown>) {
+        await db.schema.alterTable('authorization_codes').addColumn('dpop_jkt', 'text').execute();
+      },
+    },
     '0010_audit_log': {
       // Issue 6: the tamper-evident audit log. Events gain the correlation ids they lacked (session, client IP);
       // the sealer gives each committed event a leaf index once (never changed afterwards) and appends it to an

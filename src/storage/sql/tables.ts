@@ -150,6 +150,7 @@ export interface DB {
     created_at: number;
     expires_at: number;
     redeemed_at: number | null;
+    dpop_jkt: string | null;
   };
   refresh_tokens: {
     token_hash: string;
