@@ -17,7 +17,7 @@ import {
 } from './note.ts';
 
 /** Events sealed per transaction; a round runs as many as it takes to empty the backlog. */
-const CHUNK = 2000;
+const CHUNK = 500;
 
 /** The log's origin (checkpoint line 1 and the audit key's name): audit.origin, else the issuer's host/path + /audit. */
 export function auditOrigin(config: Pick<Config, 'issuer' | 'audit' | 'gateway'>): string {
