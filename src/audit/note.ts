@@ -122,9 +122,7 @@ export interface OpenedNote {
  * verified=false when no signature line of that key verifies (forged, altered, or signed by another key).
  */
 export function openCheckpoint(note: string, key: ParsedVerifierKey): OpenedNote {
-  const split = note.indexOf('\n\n');
-  if (split < 0 || !note.endsWith('\n')) throw new Error('not a signed note (no blank line before the signatures)');
-  const body = note.slice(0, split + 1);
+  const { body, verified } = openNote(note, key);
   const lines = body.slice(0, -1).split('\n');
   if (lines.length < 3) throw new Error('checkpoint has fewer than three lines');
   const [origin, sizeText, rootText, ...ext] = lines as [string, string, string, ...string[]];
@@ -135,15 +133,6 @@ export function openCheckpoint(note: string, key: ParsedVerifierKey): OpenedNote
   const timeLine = ext.find((l) => l.startsWith('time '));
   const time = timeLine ? Number(timeLine.slice(5)) : Number.NaN;
   if (!Number.isSafeInteger(time)) throw new Error('checkpoint has no valid `time` line');
-  let verified = false;
-  for (const line of note.slice(split + 2, -1).split('\n')) {
-    if (!line.startsWith(SIG_PREFIX)) throw new Error('malformed signature line');
-    const sp = line.lastIndexOf(' ');
-    const name = line.slice(SIG_PREFIX.length, sp);
-    const blob = Buffer.from(line.slice(sp + 1), 'base64');
-    if (name !== key.name || blob.length !== 68 || !blob.subarray(0, 4).equals(key.id)) continue;
-    if (verify(null, Buffer.from(body), key.key, blob.subarray(4))) verified = true;
-  }
   return { checkpoint: { origin, size: Number(sizeText), root, time }, body, verified };
 }
 

@@ -4,7 +4,8 @@ import type { DB } from './tables.ts';
 
 type Q = Kysely<DB> | Transaction<DB>;
 
-function row(r: Selectable<DB['events']>): AuditEventRow {
+/** An events row as the audit log hashes it (numbers normalised; data as the stored text). */
+export function toAuditRow(r: Selectable<DB['events']>): AuditEventRow {
   return {
     id: Number(r.id),
     type: r.type,
@@ -18,8 +19,8 @@ function row(r: Selectable<DB['events']>): AuditEventRow {
     session_id: r.session_id,
     ip: r.ip,
     data: r.data,
-    leaf_index: r.leaf_index === null ? null : Number(r.leaf_index),
-    leaf_hash: r.leaf_hash,
+    leaf_index: r.leaf_index === null || r.leaf_index === undefined ? null : Number(r.leaf_index),
+    leaf_hash: r.leaf_hash ?? null,
   };
 }
 
@@ -42,7 +43,7 @@ export function auditExportStore(q: Q, dialect: 'sqlite' | 'postgres'): AuditExp
         s = s.where('type', 'in', types);
       }
       const rows = await s.orderBy('id').limit(limit).execute();
-      return rows.map(row);
+      return rows.map(toAuditRow);
     },
     async eventsOfType(types, since, limit) {
       if (types.length === 0) return [];
@@ -54,7 +55,7 @@ export function auditExportStore(q: Q, dialect: 'sqlite' | 'postgres'): AuditExp
         .orderBy('id')
         .limit(limit)
         .execute();
-      return rows.map(row);
+      return rows.map(toAuditRow);
     },
     async cursor(sink) {
       const r = await q

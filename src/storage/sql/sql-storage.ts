@@ -47,7 +47,7 @@ import type {
   UserStore,
   WebAuthnCredentialRecord,
 } from '../ports.ts';
-import { auditExportStore } from './audit-export-store.ts';
+import { auditExportStore, toAuditRow } from './audit-export-store.ts';
 import { migrations } from './migrations.ts';
 import { SqliteEventWriter } from './sqlite-event-writer.ts';
 import type { DB } from './tables.ts';
@@ -378,25 +378,6 @@ function mfaStore(q: Q): MfaStore {
  * Every store over one Kysely handle (the pool, or a transaction). `added` hears every revocation written through
  * these stores (the transaction hands them on only after it commits).
  */
-function toAuditRow(r: Selectable<DB['events']>): AuditEventRow {
-  return {
-    id: num(r.id),
-    type: r.type,
-    at: num(r.at),
-    client_id: r.client_id,
-    subject: r.subject,
-    jti: r.jti,
-    grant_id: r.grant_id,
-    request_id: r.request_id,
-    actor: r.actor,
-    session_id: r.session_id,
-    ip: r.ip,
-    data: r.data,
-    leaf_index: numOrNull(r.leaf_index),
-    leaf_hash: r.leaf_hash,
-  };
-}
-
 /** An arbitrary constant: the PostgreSQL advisory lock of the audit sealer. */
 const SEALER_LOCK = 7_390_214_551;
 
