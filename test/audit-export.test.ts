@@ -6,13 +6,13 @@
  * RFC 6587 octet counting. `portcullis audit export` writes the same records, or the raw entries, from a cursor.
  */
 import { execFileSync } from 'node:child_process';
-import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { createServer as createHttpServer, type Server as HttpServer } from 'node:http';
 import { createServer as createNetServer, type Server as NetServer, type Socket } from 'node:net';
 import { join } from 'node:path';
 import { createServer as createTlsServer } from 'node:tls';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { leafOf, type StoredEventRow } from './helpers/audit.ts';
 import { query } from './helpers/db.ts';
 import { baseConfig, getToken } from './helpers/oauth.ts';
 import {
@@ -227,21 +227,7 @@ let tlsGood: SyslogReceiver | undefined;
 let tlsBad: SyslogReceiver | undefined;
 const ocsfFile = join(dir, 'siem', 'events.ocsf.jsonl');
 
-interface SealedRow {
-  leaf_index: number | string;
-  id: number | string;
-  type: string;
-  at: number | string;
-  client_id: string | null;
-  subject: string | null;
-  jti: string | null;
-  grant_id: string | null;
-  session_id: string | null;
-  ip: string | null;
-  request_id: string | null;
-  actor: string | null;
-  data: string;
-}
+type SealedRow = StoredEventRow & { leaf_index: number | string };
 
 const sealed = () => query<SealedRow>(server, 'SELECT * FROM events WHERE leaf_index IS NOT NULL ORDER BY leaf_index');
 
@@ -330,24 +316,7 @@ describe('webhook sink', () => {
     for (const rec of hook.records.slice(0, 5)) {
       const meta = rec.metadata as { sequence: number; uid: string };
       const r = rows[meta.sequence]!;
-      const entry = JSON.stringify([
-        1,
-        Number(r.id),
-        r.type,
-        Number(r.at),
-        r.client_id,
-        r.subject,
-        r.jti,
-        r.grant_id,
-        r.session_id,
-        r.ip,
-        r.request_id,
-        r.actor,
-        r.data,
-      ]);
-      const leaf = createHash('sha256')
-        .update(Buffer.concat([Buffer.from([0]), Buffer.from(entry)]))
-        .digest('hex');
+      const leaf = leafOf(r).toString('hex');
       expect(meta.uid).toBe(leaf);
       expect((rec.unmapped as { event_id: number }).event_id).toBe(Number(r.id));
     }

@@ -4,8 +4,9 @@
  * prefixes, not the server's code) from the stored rows, and whose Ed25519 signature verifies with the key that
  * `portcullis audit key` prints. On PostgreSQL, two nodes sealing at once still produce one gap-free tree.
  */
-import { createHash, createPublicKey, verify } from 'node:crypto';
+import { createPublicKey, verify } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { leafOf, mth, type StoredEventRow } from './helpers/audit.ts';
 import { query } from './helpers/db.ts';
 import { baseConfig, getToken } from './helpers/oauth.ts';
 import {
@@ -17,52 +18,6 @@ import {
   startServer,
   type TestDatabase,
 } from './helpers/server.ts';
-
-const sha = (...parts: Buffer[]) => createHash('sha256').update(Buffer.concat(parts)).digest();
-
-function mth(leaves: Buffer[]): Buffer {
-  if (leaves.length === 0) return sha();
-  if (leaves.length === 1) return leaves[0] as Buffer;
-  let k = 1;
-  while (k * 2 < leaves.length) k *= 2;
-  return sha(Buffer.from([1]), mth(leaves.slice(0, k)), mth(leaves.slice(k)));
-}
-
-interface Row {
-  id: number | string;
-  type: string;
-  at: number | string;
-  client_id: string | null;
-  subject: string | null;
-  jti: string | null;
-  grant_id: string | null;
-  session_id: string | null;
-  ip: string | null;
-  request_id: string | null;
-  actor: string | null;
-  data: string;
-  leaf_index: number | string | null;
-}
-
-/** The documented entry encoding (docs/audit.md): a JSON array, version 1, columns in a fixed order. */
-function leafOf(r: Row): Buffer {
-  const entry = JSON.stringify([
-    1,
-    Number(r.id),
-    r.type,
-    Number(r.at),
-    r.client_id,
-    r.subject,
-    r.jti,
-    r.grant_id,
-    r.session_id,
-    r.ip,
-    r.request_id,
-    r.actor,
-    r.data,
-  ]);
-  return sha(Buffer.from([0]), Buffer.from(entry));
-}
 
 function verifySignedNote(note: string, verifierKey: string): { size: number; root: string } {
   const m = /^([^+]+)\+([0-9a-f]{8})\+(.+)$/.exec(verifierKey);
@@ -88,7 +43,10 @@ function verifySignedNote(note: string, verifierKey: string): { size: number; ro
 }
 
 async function checkTree(server: RunningServer, verifierKey: string): Promise<number> {
-  const rows = await query<Row>(server, 'SELECT * FROM events WHERE leaf_index IS NOT NULL ORDER BY leaf_index');
+  const rows = await query<StoredEventRow>(
+    server,
+    'SELECT * FROM events WHERE leaf_index IS NOT NULL ORDER BY leaf_index',
+  );
   for (const [i, r] of rows.entries()) expect(Number(r.leaf_index)).toBe(i);
   const leaves = rows.map(leafOf);
   const cps = await query<{ tree_size: number | string; root_hash: string; note: string }>(
