@@ -157,7 +157,8 @@ export class Sealer {
         }
         let cp: CheckpointRecord | undefined;
         const last = rows.length < CHUNK;
-        if ((last || due) && (sealed + rows.length > 0 || (await tx.audit.latestCheckpoint()) === undefined)) {
+        if (last || due) {
+          // A checkpoint when the tree grew since the newest one (or the very first, over the empty tree).
           const latest = await tx.audit.latestCheckpoint();
           if (!latest || latest.tree_size < frontier.size) cp = await this.sign(frontier, tx.audit);
         }
