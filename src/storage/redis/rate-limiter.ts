@@ -1,7 +1,7 @@
-import { Redis } from 'ioredis';
 import type { Logger } from 'pino';
 import type { Clock } from '../../lib/clock.ts';
 import { type Limiter, type LimitResult, MemoryLimiter, type RateRule, toSeconds } from '../../lib/rate-limiter.ts';
+import { FailFastRedis } from './fail-fast.ts';
 
 /**
  * The GCRA step of lib/rate-limiter.ts, run atomically inside Redis so every node shares one counter per key.
@@ -29,37 +29,19 @@ const ALLOWED: LimitResult = { allowed: true, retryAfter: 0 };
  * limits for the outage, it never switches off.
  */
 export class RedisLimiter implements Limiter {
-  private readonly redis: Redis;
+  private readonly conn: FailFastRedis;
   private readonly prefix: string;
   private readonly clock: Clock;
   private readonly fallback: MemoryLimiter;
-  private readonly log: Logger | undefined;
-  private lastWarn = 0;
   constructor(url: string, opts: { prefix: string; clock: Clock; log?: Logger }) {
-    this.redis = new Redis(url, {
-      lazyConnect: false,
-      // Fail fast rather than queue: a login must not wait on a Redis outage.
-      maxRetriesPerRequest: 1,
-      enableOfflineQueue: false,
-      connectTimeout: 2000,
-    });
-    this.redis.on('error', (err) => this.warn(err));
+    this.conn = new FailFastRedis(url, 'Redis unavailable: rate limits fall back to this node', opts.log);
     this.prefix = `${opts.prefix}rl:`;
     this.clock = opts.clock;
     this.fallback = new MemoryLimiter(opts.clock);
-    this.log = opts.log;
   }
 
-  /** Resolves once connected (start-up waits for it so the first requests are counted in Redis). */
-  async ready(timeoutMs = 5000): Promise<void> {
-    if (this.redis.status === 'ready') return;
-    await new Promise<void>((resolve, reject) => {
-      const t = setTimeout(() => reject(new Error('redis.url: Redis did not answer within 5 s')), timeoutMs);
-      this.redis.once('ready', () => {
-        clearTimeout(t);
-        resolve();
-      });
-    });
+  ready(timeoutMs = 5000): Promise<void> {
+    return this.conn.ready(timeoutMs);
   }
 
   hit(key: string, rule: RateRule): Promise<LimitResult> {
@@ -73,7 +55,7 @@ export class RedisLimiter implements Limiter {
   private async run(key: string, rule: RateRule, record: boolean): Promise<LimitResult> {
     if (rule.limit <= 0) return ALLOWED;
     try {
-      const [ok, retryMs] = (await this.redis.eval(
+      const [ok, retryMs] = (await this.conn.redis.eval(
         GCRA_SCRIPT,
         1,
         `${this.prefix}${rule.name}:${key}`,
@@ -84,19 +66,12 @@ export class RedisLimiter implements Limiter {
       )) as [number, number];
       return ok === 1 ? ALLOWED : { allowed: false, retryAfter: toSeconds(retryMs) };
     } catch (err) {
-      this.warn(err);
+      this.conn.warn(err);
       return record ? this.fallback.hitSync(key, rule) : this.fallback.check(key, rule);
     }
   }
 
-  private warn(err: unknown): void {
-    const now = Date.now();
-    if (now - this.lastWarn < 10_000) return;
-    this.lastWarn = now;
-    this.log?.error({ err }, 'Redis unavailable: rate limits fall back to this node');
-  }
-
   async close(): Promise<void> {
-    this.redis.disconnect();
+    this.conn.close();
   }
 }
